@@ -1,0 +1,366 @@
+"""The one loader: sgm single files and diffusers folders, in any stored dtype, into our modules.
+
+Steps: find the files; tell the architecture from tensor names and shapes; infer the component configs from the
+shapes; build the modules on the meta device (no memory); check every needed tensor is present with the right
+shape before reading anything; then read tensors one at a time, converting each straight into the target dtype and
+device. Peak memory is the loaded weights plus one tensor. Known-unused tensors are never read.
+"""
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import keymaps
+from .models.clip import CLIPConfig, ImageEncoder
+from .models.unet import UNetConfig, VideoUNet
+from .models.vae import VAE, VAEConfig
+from .safetensors_io import CheckpointError, SafetensorsFile, refuse_pickle
+from .variants import ARCHITECTURES, RELEASED_FILES, UNET_PREFIX, Architecture
+
+META_KEY = "svdcli.config"  # our own files record what shapes cannot say (attention head widths, architecture)
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class LoadedModel:
+    architecture: Architecture
+    unet: VideoUNet
+    vae: VAE
+    image_encoder: ImageEncoder
+    layout: str  # "single-file" or "diffusers"
+    files: list[Path]
+    stored_dtypes: list[str]
+    release: str | None = None  # e.g. "svd_xt_1_1.safetensors" when the file name is a released one
+    skipped_tensors: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet, "vae": self.vae, "image_encoder": self.image_encoder}
+
+
+# --- one table entry per parameter -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    component: str
+    key: str  # our parameter name inside the component
+    shape: tuple[int, ...]
+    sources: tuple[tuple[SafetensorsFile, str], ...]
+    combine: Callable
+
+
+class Shapes:
+    """Tensor names -> shapes across one or more files, with the file that holds each."""
+
+    def __init__(self, files: list[SafetensorsFile]):
+        self.where = {k: f for f in files for k in f.keys()}
+
+    def __contains__(self, k: str) -> bool:
+        return k in self.where
+
+    def __getitem__(self, k: str) -> tuple[int, ...]:
+        return self.where[k].shape(k)
+
+    def keys(self):
+        return self.where.keys()
+
+
+# --- config inference from shapes (our names) ----------------------------------------------------------------------
+
+def _count(keys, pattern: str) -> int:
+    return len({m.group(1) for k in keys if (m := re.match(pattern, k))})
+
+
+def infer_unet_config(s: Callable[[str], tuple[int, ...] | None], head_dim: int = 64) -> UNetConfig:
+    mc, in_ch = s("input_blocks.0.0.weight")[:2]
+    widths, attention, per_level, i = [[]], [False], [], 1
+    while (w := s(f"input_blocks.{i}.0.in_layers.2.weight")) or s(f"input_blocks.{i}.0.op.weight"):
+        if w:
+            widths[-1].append(w[0])
+            attention[-1] = attention[-1] or s(f"input_blocks.{i}.1.norm.weight") is not None
+        else:
+            widths.append([]), attention.append(False)
+        i += 1
+    ctx = s("middle_block.1.transformer_blocks.0.attn2.to_k.weight")
+    return UNetConfig(in_channels=in_ch, out_channels=s("out.2.weight")[0], model_channels=mc,
+                      channel_mult=tuple(lv[0] // mc for lv in widths), num_res_blocks=len(widths[0]),
+                      attention_levels=tuple(attention), head_dim=head_dim,
+                      context_dim=ctx[1] if ctx else 1024, adm_in_channels=s("label_emb.0.0.weight")[1])
+
+
+def infer_vae_config(s: Callable[[str], tuple[int, ...] | None], keys) -> VAEConfig:
+    ch, image_ch = s("encoder.conv_in.weight")[:2]
+    levels = _count(keys, r"encoder\.down\.(\d+)\.")
+    mult = tuple(s(f"encoder.down.{i}.block.0.conv1.weight")[0] // ch for i in range(levels))
+    return VAEConfig(channels=ch, channel_mult=mult, num_res_blocks=_count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
+                     z_channels=s("decoder.conv_in.weight")[1], image_channels=image_ch,
+                     temporal_decoder=s("decoder.conv_out.time_mix_conv.weight") is not None,
+                     post_quant_conv=s("post_quant_conv.weight") is not None)
+
+
+def infer_clip_config(s: Callable[[str], tuple[int, ...] | None], keys, head_width: int | None) -> CLIPConfig:
+    width, _, patch, _ = s("conv1.weight")
+    grid = math.isqrt(s("positional_embedding")[0] - 1)
+    return CLIPConfig(image_size=grid * patch, patch_size=patch, width=width,
+                      layers=_count(keys, r"transformer\.resblocks\.(\d+)\."), head_width=head_width or 80,
+                      mlp_width=s("transformer.resblocks.0.mlp.c_fc.weight")[0], embed_dim=s("proj")[1])
+
+
+# --- finding files and telling the layout --------------------------------------------------------------------------
+
+def _diffusers_files(folder: Path, component: str, stem: str, variant: str | None,
+                     prefer_half: bool) -> tuple[list[SafetensorsFile], str]:
+    d = folder / component
+    if not d.is_dir():
+        raise CheckpointError(f"{folder}: diffusers folder without {component}/")
+    choices = {v: d / f"{stem}{'.' + v if v else ''}.safetensors" for v in ("", "fp16")}
+    for v in ("", "fp16"):  # sharded files
+        idx = d / f"{stem}{'.' + v if v else ''}.safetensors.index.json"
+        if idx.exists() and not choices[v].exists():
+            choices[v] = idx
+    order = [variant] if variant is not None else (["fp16", ""] if prefer_half else ["", "fp16"])
+    for v in order:
+        p = choices.get(v)
+        if p is not None and p.exists():
+            if p.name.endswith(".index.json"):
+                try:
+                    shards = sorted(set(json.loads(p.read_text())["weight_map"].values()))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise CheckpointError(f"{p}: unreadable shard index") from None
+                return [SafetensorsFile(d / s) for s in shards], v or "fp32"
+            return [SafetensorsFile(p)], v or "fp32"
+    pickles = [p for p in d.iterdir() if p.suffix in (".bin", ".ckpt", ".pt")]
+    if pickles:
+        refuse_pickle(pickles[0])
+    want = "" if variant is None else f" in the {variant or 'fp32'} variant"
+    raise CheckpointError(f"{d}: no {stem}*.safetensors{want}")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[Entry], list[SafetensorsFile], int]:
+    f = SafetensorsFile(path)
+    keys = set(f.keys())
+    probe = UNET_PREFIX + "input_blocks.1.0.time_stack.in_layers.2.weight"
+    if probe not in keys:
+        raise CheckpointError(f"{path}: not an SVD/SV3D checkpoint (no video U-Net under {UNET_PREFIX})")
+    meta = json.loads(f.metadata.get(META_KEY, "{}"))
+    temporal = "first_stage_model.decoder.conv_out.time_mix_conv.weight" in keys
+    post_quant = "first_stage_model.post_quant_conv.weight" in keys
+    sv3d_encoder = any(k.startswith("conditioner.embedders.1.encoder.") for k in keys)
+    adm = f.shape(UNET_PREFIX + "label_emb.0.0.weight")[1]
+    if meta.get("architecture") in ARCHITECTURES:
+        name = meta["architecture"]
+    elif temporal:
+        name = "svd"
+    elif post_quant:
+        name = "svd_image_decoder"
+    elif sv3d_encoder:
+        name = {256: "sv3d_u", 1280: "sv3d_p"}.get(adm, "sv3d_p" if adm > 256 else "sv3d_u")
+    else:
+        raise CheckpointError(f"{path}: unrecognised first stage (neither the temporal decoder of SVD nor the "
+                              "frame-wise decoder of the image-decoder or SV3D files)")
+    arch = ARCHITECTURES[name]
+    if want is not None and want != name:
+        raise CheckpointError(f"{path}: holds an {name} checkpoint, not {want}")
+    prefixes = arch.single_file_prefixes()
+
+    def ours(component):  # our name -> (file name) for one component
+        table = prefixes[component]
+        return lambda k: next(fp + k[len(op):] for op, fp in sorted(table.items(), key=lambda p: -len(p[0]))
+                              if k.startswith(op))
+
+    def shape_in(component):
+        table = prefixes[component]
+        return {op + k[len(fp):]: f.shape(k) for op, fp in table.items() for k in keys if k.startswith(fp)}
+
+    def getter(d):
+        return lambda k: d.get(k)
+
+    unet_s, vae_s, clip_s = shape_in("unet"), shape_in("vae"), shape_in("image_encoder")
+    for comp, s, probe_key in (("vae", vae_s, "encoder.conv_in.weight"), ("vae", vae_s, "decoder.conv_in.weight"),
+                               ("image_encoder", clip_s, "conv1.weight")):
+        if probe_key not in s:
+            raise CheckpointError(f"{path}: missing tensor {ours(comp)(probe_key)}")
+    try:
+        cfgs = {"unet": infer_unet_config(getter(unet_s), meta.get("unet_head_dim", 64)),
+                "vae": replace(infer_vae_config(getter(vae_s), vae_s.keys()), temporal_decoder=temporal,
+                               post_quant_conv=arch.vae.post_quant_conv),
+                "image_encoder": infer_clip_config(getter(clip_s), clip_s.keys(), meta.get("clip_head_width"))}
+    except (TypeError, IndexError, ZeroDivisionError):
+        raise CheckpointError(f"{path}: tensors of the {name} architecture are missing or misshapen") from None
+    arch = replace(arch, unet=cfgs["unet"], vae=cfgs["vae"], clip=cfgs["image_encoder"])
+    entries = []
+    for comp, module in _meta_modules(arch).items():
+        name_of = ours(comp)
+        for k, t in module.state_dict().items():
+            file_key = name_of(k)
+            entries.append(Entry(comp, k, tuple(t.shape), ((f if file_key in f else None, file_key),),
+                                 keymaps._same))
+    used = {e.sources[0][1] for e in entries}
+    skipped = sum(1 for k in keys if k not in used)
+    return arch, entries, [f], skipped
+
+
+def _plan_diffusers(folder: Path, want: str | None, variant: str | None,
+                    prefer_half: bool) -> tuple[Architecture, list[Entry], list[SafetensorsFile], int]:
+    index = _read_json(folder / "model_index.json")
+    if index and index.get("_class_name") not in ("StableVideoDiffusionPipeline", None):
+        raise CheckpointError(f"{folder}: a diffusers {index.get('_class_name')} folder, not Stable Video Diffusion")
+    files = {c: _diffusers_files(folder, c, stem, variant, prefer_half)[0]
+             for c, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                             ("image_encoder", "model"))}
+    unet_json = _read_json(folder / "unet" / "config.json")
+    clip_json = _read_json(folder / "image_encoder" / "config.json")
+    vae_json = _read_json(folder / "vae" / "config.json")
+    shapes = {c: Shapes(fs) for c, fs in files.items()}
+
+    # Shapes in our names, through the tables, for config inference.
+    def ours_getter(comp, source_fn, cfg_guess):
+        def get(k):
+            try:
+                src = source_fn(k, cfg_guess)
+            except (AssertionError, KeyError, AttributeError):
+                return None
+            if src.keys[0] not in shapes[comp]:
+                return None
+            s = shapes[comp][src.keys[0]]
+            return tuple(src.combine([torch.empty(s, device="meta") for _ in src.keys]).shape)
+        return get
+
+    # The U-Net table depends on the level structure, which the diffusers config states.
+    blocks = unet_json.get("down_block_types") or ["CrossAttnDownBlockSpatioTemporal"] * 3 + ["DownBlockSpatioTemporal"]
+    widths = unet_json.get("block_out_channels") or [320, 640, 1280, 1280]
+    heads = unet_json.get("num_attention_heads", [5, 10, 20, 20])
+    heads = heads if isinstance(heads, list) else [heads] * len(widths)
+    guess = UNetConfig(channel_mult=tuple(w // widths[0] for w in widths),
+                       num_res_blocks=unet_json.get("layers_per_block", 2),
+                       attention_levels=tuple(b.startswith("CrossAttn") for b in blocks),
+                       head_dim=widths[0] // heads[0])
+    s = ours_getter("unet", keymaps.unet_source, guess)
+    try:
+        unet_cfg = replace(infer_unet_config(s, guess.head_dim), num_res_blocks=guess.num_res_blocks)
+        temporal = vae_json.get("_class_name", "AutoencoderKLTemporalDecoder") == "AutoencoderKLTemporalDecoder"
+        vae_keys = _vae_level_keys(shapes["vae"].keys())
+        vae_guess = VAEConfig(channel_mult=(1,) * _count(vae_keys, r"encoder\.down\.(\d+)\."),
+                              temporal_decoder=temporal)
+        vae_cfg = replace(infer_vae_config(ours_getter("vae", keymaps.vae_source, vae_guess), vae_keys),
+                          temporal_decoder=temporal)
+        clip_heads = clip_json.get("num_attention_heads", 16)
+        clip_keys = [re.sub(r"vision_model\.encoder\.layers\.(\d+)\.", r"transformer.resblocks.\1.", k)
+                     for k in shapes["image_encoder"].keys()]
+        clip_s = ours_getter("image_encoder", keymaps.clip_source, CLIPConfig())
+        width = clip_s("conv1.weight")[0]
+        clip_cfg = infer_clip_config(clip_s, clip_keys, width // clip_heads)
+    except (TypeError, IndexError, ZeroDivisionError):
+        raise CheckpointError(f"{folder}: tensors of the SVD diffusers layout are missing or misshapen") from None
+    name = "svd" if temporal else ("svd_image_decoder" if vae_cfg.post_quant_conv else "sv3d_u")
+    if want is not None and want != name:
+        raise CheckpointError(f"{folder}: holds an {name} checkpoint, not {want}")
+    arch = replace(ARCHITECTURES[name], unet=unet_cfg, vae=vae_cfg, clip=clip_cfg)
+    tables = {"unet": keymaps.unet_source, "vae": keymaps.vae_source, "image_encoder": keymaps.clip_source}
+    entries = []
+    for comp, module in _meta_modules(arch).items():
+        cfg = {"unet": arch.unet, "vae": arch.vae, "image_encoder": arch.clip}[comp]
+        for k, t in module.state_dict().items():
+            src = tables[comp](k, cfg)
+            sources = tuple((shapes[comp].where.get(sk), sk) for sk in src.keys)
+            entries.append(Entry(comp, k, tuple(t.shape), sources, src.combine))
+    used = {sk for e in entries for _, sk in e.sources}
+    all_files = [f for fs in files.values() for f in fs]
+    skipped = sum(1 for f in all_files for k in f.keys() if k not in used)
+    return arch, entries, all_files, skipped
+
+
+def _vae_level_keys(keys) -> list[str]:
+    """diffusers VAE names -> just enough of ours for counting levels and blocks."""
+    out = []
+    for k in keys:
+        if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", k):
+            out.append(f"encoder.down.{m.group(1)}.block.{m.group(2)}.")
+    return out
+
+
+def _meta_modules(arch: Architecture) -> dict[str, nn.Module]:
+    with torch.device("meta"):
+        return {"unet": VideoUNet(arch.unet), "vae": VAE(arch.vae), "image_encoder": ImageEncoder(arch.clip)}
+
+
+def _check(entries: list[Entry], where: Path) -> None:
+    missing = [src for e in entries for f, src in e.sources if f is None]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{where}: missing tensors {', '.join(missing[:3])}{more}")
+    for e in entries:
+        got = [f.shape(k) for f, k in e.sources]
+        shape = tuple(e.combine([torch.empty(s, device="meta") for s in got]).shape)
+        if shape != e.shape:
+            raise CheckpointError(f"{where}: tensor {e.sources[0][1]} has shape {list(got[0])}, "
+                                  f"expected {list(e.shape)}")
+
+
+def _assign(module: nn.Module, key: str, value: torch.Tensor) -> None:
+    owner_path, _, name = key.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    if name in owner._parameters:
+        owner._parameters[name] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[name] = value
+
+
+def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+         architecture: str | None = None, variant: str | None = None,
+         progress: Progress | None = None) -> LoadedModel:
+    """Load a single-file checkpoint or a diffusers folder.
+
+    architecture: if given ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p"), a file of another one is refused.
+    variant: diffusers only; "fp16" or "fp32" picks those files (default: fp16 files for half-precision dtypes).
+    Raises CheckpointError with a one-line message for any unusable input."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        layout = "diffusers"
+        v = None if variant is None else ("" if variant == "fp32" else variant)
+        arch, entries, files, skipped = _plan_diffusers(path, architecture, v, dtype in (torch.float16, torch.bfloat16))
+    else:
+        layout = "single-file"
+        arch, entries, files, skipped = _plan_single_file(path, architecture)
+    _check(entries, path)
+    modules = _meta_modules(arch)
+    device = torch.device(device)
+    total = len(entries)
+    for i, e in enumerate(entries):
+        tensors = [f.read(k) for f, k in e.sources]
+        value = e.combine(tensors)
+        # Integer-valued tensors never occur in these models; every tensor takes the target dtype.
+        value = value.to(device=device, dtype=dtype).contiguous()
+        del tensors
+        _assign(modules[e.component], e.key, value)
+        if progress and (i % 64 == 0 or i == total - 1):
+            progress("load", i + 1, total)
+    for m in modules.values():
+        m.eval().requires_grad_(False)
+    stored = sorted({str(f.dtype(k)).removeprefix("torch.") for e in entries for f, k in e.sources})
+    release = path.name if path.name in RELEASED_FILES else None
+    return LoadedModel(arch, modules["unet"], modules["vae"], modules["image_encoder"], layout,
+                       [f.path for f in files], stored, release, skipped)
+
+
+def model_metadata(arch: Architecture) -> dict[str, str]:
+    """What our own single files record beside the tensors (shapes cannot tell head widths)."""
+    return {META_KEY: json.dumps({"architecture": arch.name, "unet_head_dim": arch.unet.head_dim,
+                                  "clip_head_width": arch.clip.head_width,
+                                  "configs": {"unet": asdict(arch.unet), "vae": asdict(arch.vae),
+                                              "clip": asdict(arch.clip)}})}

@@ -1,0 +1,240 @@
+"""The video U-Net of SVD, SVD-XT and SV3D (the reference's VideoUNet).
+
+Module names follow the single-file checkpoint under `model.diffusion_model.`, so its tensors load with no renaming.
+Frames are folded into the batch axis, video-major: row = b·T + t.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, timestep_embedding
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    in_channels: int = 8  # noisy latent (4) + conditioning latent (4)
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[bool, ...] = (True, True, True, False)  # transformers at ds 1, 2, 4; none at ds 8
+    head_dim: int = 64
+    context_dim: int = 1024  # CLIP image embedding
+    adm_in_channels: int = 768  # vector conditioning: 768 SVD family, 256 SV3D_u, 1280 SV3D_p
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.model_channels * 4
+
+
+def gn32(channels: int) -> GroupNorm:
+    return GroupNorm(32, channels, eps=1e-5)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block with an additive embedding; 2-D per frame, or 3-D along time only."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, temporal: bool = False):
+        super().__init__()
+        conv = (lambda a, b: nn.Conv3d(a, b, (3, 1, 1), padding=(1, 0, 0))) if temporal else \
+            (lambda a, b: nn.Conv2d(a, b, 3, padding=1))
+        self.temporal = temporal
+        self.in_layers = nn.Sequential(gn32(c_in), nn.SiLU(), conv(c_in, c_out))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
+        self.out_layers = nn.Sequential(gn32(c_out), nn.SiLU(), nn.Identity(), conv(c_out, c_out))
+        self.skip_connection = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        # x: (N, C, h, w) with emb (N, E); temporal: x (B, C, T, h, w) with emb (B, T, E)
+        h = self.in_layers(x)
+        e = self.emb_layers(emb).to(h.dtype)
+        h = h + (rearrange(e, "b t c -> b c t 1 1") if self.temporal else e[:, :, None, None])
+        return self.skip_connection(x) + self.out_layers(h)
+
+
+class VideoResBlock(ResBlock):
+    """Spatial ResBlock (its tensors at the top level, as in the reference), then a temporal ResBlock convolving
+    over frames, blended by a learned α: α·spatial + (1−α)·temporal."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__(c_in, c_out, emb_dim)
+        self.time_stack = ResBlock(c_out, c_out, emb_dim, temporal=True)
+        self.time_mixer = MixFactor()
+
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int, image_only_indicator: Tensor | None) -> Tensor:
+        s = super().forward(x, emb)  # (B·T, C, h, w)
+        s = rearrange(s, "(b t) c h w -> b c t h w", t=num_frames)
+        tau = self.time_stack(s, rearrange(emb, "(b t) e -> b t e", t=num_frames))
+        alpha = self.time_mixer.alpha(image_only_indicator)
+        if alpha.dim() == 2:
+            alpha = rearrange(alpha, "b t -> b 1 t 1 1")
+        alpha = alpha.to(s.dtype)
+        return rearrange(alpha * s + (1 - alpha) * tau, "b c t h w -> (b t) c h w")
+
+
+class BasicTransformerBlock(nn.Module):
+    """Spatial block: self-attention over the h·w tokens of a frame, cross-attention to the CLIP token, GEGLU."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads)
+        self.attn2 = CrossAttention(dim, heads, context_dim)
+        self.ff = FeedForward(dim)
+        self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class VideoTransformerBlock(nn.Module):
+    """Temporal block: each spatial position becomes a sequence of T frames."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int):
+        super().__init__()
+        self.norm_in = LayerNorm(dim)
+        self.ff_in = FeedForward(dim)
+        self.attn1 = CrossAttention(dim, heads)
+        self.attn2 = CrossAttention(dim, heads, context_dim)
+        self.ff = FeedForward(dim)
+        self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
+
+    def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
+        s = x.shape[1]
+        x = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames)
+        x = x + self.ff_in(self.norm_in(x))
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        x = x + self.ff(self.norm3(x))
+        return rearrange(x, "(b s) t c -> (b t) s c", s=s)
+
+
+class SpatialVideoTransformer(nn.Module):
+    def __init__(self, channels: int, heads: int, context_dim: int):
+        super().__init__()
+        self.norm = GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)])
+        self.time_stack = nn.ModuleList([VideoTransformerBlock(channels, heads, context_dim)])
+        self.time_pos_embed = nn.Sequential(nn.Linear(channels, channels * 4), nn.SiLU(),
+                                            nn.Linear(channels * 4, channels))
+        self.time_mixer = MixFactor()
+        self.proj_out = nn.Linear(channels, channels)
+
+    def forward(self, x: Tensor, context: Tensor, num_frames: int, image_only_indicator: Tensor | None) -> Tensor:
+        n, c, h, w = x.shape
+        x_in = x
+        x = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        x = self.proj_in(x)
+        # The temporal blocks attend to the first frame's context of each video, at every spatial position.
+        time_context = repeat(context[::num_frames], "b 1 d -> (b s) 1 d", s=h * w)
+        frames = torch.arange(num_frames, device=x.device).repeat(n // num_frames)
+        pos = self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (B·T, 1, C)
+        for spatial, temporal in zip(self.transformer_blocks, self.time_stack):
+            x = spatial(x, context)
+            x_mix = temporal(x + pos, time_context, num_frames)
+            alpha = self.time_mixer.alpha(image_only_indicator)
+            if alpha.dim() == 2:
+                alpha = rearrange(alpha, "b t -> (b t) 1 1")
+            x = alpha.to(x.dtype) * x + (1 - alpha.to(x.dtype)) * x_mix
+        x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h)
+        return x + x_in
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        # Upsampling to the skip's size equals ×2 for even sizes and keeps odd latent sizes working.
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class VideoUNet(nn.Module):
+    def __init__(self, cfg: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.cfg = cfg
+        mc, emb = cfg.model_channels, cfg.time_embed_dim
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(cfg.adm_in_channels, emb), nn.SiLU(),
+                                                     nn.Linear(emb, emb)))
+
+        def transformer(ch):
+            return SpatialVideoTransformer(ch, ch // cfg.head_dim, cfg.context_dim)
+
+        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
+        skip_channels, ch = [mc], mc
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                block = [VideoResBlock(ch, mult * mc, emb)]
+                ch = mult * mc
+                if cfg.attention_levels[level]:
+                    block.append(transformer(ch))
+                self.input_blocks.append(nn.ModuleList(block))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(nn.ModuleList([Downsample(ch)]))
+                skip_channels.append(ch)
+
+        self.middle_block = nn.ModuleList([VideoResBlock(ch, ch, emb), transformer(ch), VideoResBlock(ch, ch, emb)])
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                block = [VideoResBlock(ch + skip_channels.pop(), mult * mc, emb)]
+                ch = mult * mc
+                if cfg.attention_levels[level]:
+                    block.append(transformer(ch))
+                if level and i == cfg.num_res_blocks:
+                    block.append(Upsample(ch))
+                self.output_blocks.append(nn.ModuleList(block))
+
+        self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+
+    def _run(self, block: nn.ModuleList, h: Tensor, emb: Tensor, context: Tensor, num_frames: int,
+             indicator: Tensor | None, upsample_size: tuple[int, int] | None = None) -> Tensor:
+        for layer in block:
+            if isinstance(layer, VideoResBlock):
+                h = layer(h, emb, num_frames, indicator)
+            elif isinstance(layer, SpatialVideoTransformer):
+                h = layer(h, context, num_frames, indicator)
+            elif isinstance(layer, Upsample):
+                h = layer(h, upsample_size)
+            else:
+                h = layer(h)
+        return h
+
+    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int,
+                image_only_indicator: Tensor | None = None) -> Tensor:
+        """x (B·T, in, h, w); timesteps (B·T,) real-valued (c_noise); context (B·T, 1, context_dim);
+        y (B·T, adm); image_only_indicator (B, T) or None (all video) -> (B·T, out, h, w)."""
+        dtype = x.dtype  # the compute dtype: callers hand in x in the dtype they want the network to run in
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(dtype))
+        emb = emb + self.label_emb(y.to(dtype))
+        h, context = x, context.to(dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = self._run(block, h, emb, context, num_frames, image_only_indicator)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, context, num_frames, image_only_indicator)
+        for block in self.output_blocks:
+            skip = skips.pop()
+            h = torch.cat([h, skip], dim=1)
+            target = skips[-1].shape[-2:] if skips else None  # the next skip's size is where an upsample must land
+            h = self._run(block, h, emb, context, num_frames, image_only_indicator, target)
+        return self.out(h)

@@ -1,0 +1,80 @@
+"""What each released checkpoint contains: architecture configs, and where each component sits in a single file.
+
+Architectures (what the loader can tell from the tensors):
+  svd               SVD, SVD-XT, SVD-XT 1.1 — temporal VAE decoder
+  svd_image_decoder the `*_image_decoder` files — frame-wise decoder with quant convs
+  sv3d_u, sv3d_p    SV3D — frame-wise decoder without quant convs, vector width 256 / 1280
+SVD, SVD-XT and SVD-XT 1.1 have identical tensors; which one a file is matters only to sampling defaults (presets).
+"""
+
+from dataclasses import dataclass, replace
+
+from .models.clip import CLIPConfig
+from .models.unet import UNetConfig
+from .models.vae import VAEConfig
+
+UNET_PREFIX = "model.diffusion_model."
+CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
+DECODER_PREFIX = "first_stage_model."
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    unet: UNetConfig
+    vae: VAEConfig
+    clip: CLIPConfig
+    vae_encoder_prefix: str  # the conditioner's autoencoder, whose encoder makes the conditioning latent
+
+    @property
+    def vector_layout(self) -> tuple[tuple[str, int], ...]:
+        """The pieces of the vector conditioning y, in order, with their embedding widths."""
+        return {
+            "sv3d_u": (("cond_aug", 256),),
+            "sv3d_p": (("cond_aug", 256), ("polar_rad", 512), ("azimuth_rad", 512)),
+        }.get(self.name, (("fps_id", 256), ("motion_bucket_id", 256), ("cond_aug", 256)))
+
+    def single_file_prefixes(self) -> dict[str, dict[str, str]]:
+        """component -> {our module prefix: single-file prefix}."""
+        enc = self.vae_encoder_prefix
+        vae = {"encoder.": enc + "encoder.", "quant_conv.": enc + "quant_conv.",
+               "decoder.": DECODER_PREFIX + "decoder."}
+        if self.vae.post_quant_conv:
+            vae["post_quant_conv."] = DECODER_PREFIX + "post_quant_conv."
+        return {"unet": {"": UNET_PREFIX}, "vae": vae, "image_encoder": {"": CLIP_PREFIX}}
+
+    def skipped_prefixes(self) -> tuple[str, ...]:
+        """Tensors of a single file that inference never uses; they are skipped without being read."""
+        enc = self.vae_encoder_prefix
+        return ("conditioner.embedders.0.open_clip.model.token_embedding",
+                "conditioner.embedders.0.open_clip.model.positional_embedding",
+                "conditioner.embedders.0.open_clip.model.ln_final.",
+                "conditioner.embedders.0.open_clip.model.text_projection",
+                "conditioner.embedders.0.open_clip.model.logit_scale",
+                enc + "decoder.", enc + "post_quant_conv.",
+                DECODER_PREFIX + "encoder.", DECODER_PREFIX + "quant_conv.")
+
+
+_SVD_ENC = "conditioner.embedders.3.encoder."
+_SV3D_ENC = "conditioner.embedders.1.encoder."
+
+ARCHITECTURES = {
+    "svd": Architecture("svd", UNetConfig(), VAEConfig(), CLIPConfig(), _SVD_ENC),
+    "svd_image_decoder": Architecture("svd_image_decoder", UNetConfig(),
+                                      VAEConfig(temporal_decoder=False, post_quant_conv=True), CLIPConfig(), _SVD_ENC),
+    "sv3d_u": Architecture("sv3d_u", UNetConfig(adm_in_channels=256), VAEConfig(temporal_decoder=False),
+                           CLIPConfig(), _SV3D_ENC),
+    "sv3d_p": Architecture("sv3d_p", UNetConfig(adm_in_channels=1280), VAEConfig(temporal_decoder=False),
+                           CLIPConfig(), _SV3D_ENC),
+}
+
+# Released files -> the architecture their tensors have.
+RELEASED_FILES = {
+    "svd.safetensors": "svd", "svd_xt.safetensors": "svd", "svd_xt_1_1.safetensors": "svd",
+    "svd_image_decoder.safetensors": "svd_image_decoder", "svd_xt_image_decoder.safetensors": "svd_image_decoder",
+    "sv3d_u.safetensors": "sv3d_u", "sv3d_p.safetensors": "sv3d_p",
+}
+
+
+def with_configs(arch: Architecture, unet: UNetConfig, vae: VAEConfig, clip: CLIPConfig) -> Architecture:
+    return replace(arch, unet=unet, vae=vae, clip=clip)
