@@ -15,7 +15,7 @@ from svdcli.variants import ARCHITECTURES
 TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(True, False),
                        head_dim=16, context_dim=48, adm_in_channels=24)
 TINY_VAE = VAEConfig(channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2)
-TINY_CLIP = CLIPConfig(image_size=28, patch_size=14, width=64, layers=2, head_width=16, mlp_width=128, embed_dim=48)
+TINY_CLIP = CLIPConfig(image_size=224, patch_size=32, width=64, layers=2, head_width=16, mlp_width=128, embed_dim=48)
 
 
 def tiny_architecture(name: str = "svd"):

@@ -17,6 +17,8 @@ from .conftest import tiny_model
 
 
 def assert_same_weights(loaded, original, dtype=None):
+    for comp, module in loaded.components().items():  # nothing may be left on the meta device
+        assert not any(t.is_meta for t in [*module.parameters(), *module.buffers()]), comp
     for comp, module in original.components().items():
         got = loaded.components()[comp].state_dict()
         want = module.state_dict()

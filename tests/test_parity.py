@@ -75,7 +75,7 @@ def image_encoder_error(model, folder) -> float:
     import transformers
 
     ref = transformers.CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder").eval()
-    pixels = torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     return rel_err(model.image_encoder(pixels), ref(pixel_values=pixels).image_embeds)
 
 

@@ -96,8 +96,6 @@ class ImageEncoder(nn.Module):
         self.transformer = Transformer(cfg)
         self.ln_post = LayerNorm(cfg.width)
         self.proj = nn.Parameter(torch.empty(cfg.width, cfg.embed_dim))
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, pixels: Tensor) -> Tensor:
         """pixels: CLIP-normalised (N, 3, 224, 224) -> (N, embed_dim)."""
@@ -110,7 +108,9 @@ class ImageEncoder(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> CLIP input (N, 3, 224, 224): the whole frame squashed to a square."""
         x = antialiased_resize(images.float(), (self.cfg.image_size, self.cfg.image_size))
-        return ((x + 1) / 2 - self.mean.float()) / self.std.float()
+        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+        return ((x + 1) / 2 - mean) / std
 
     def encode_image(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> image embedding (N, embed_dim) in the encoder's dtype."""

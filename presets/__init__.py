@@ -1,0 +1,1 @@
+"""The built-in presets (YAML), shipped inside the package as svdcli.preset_files."""

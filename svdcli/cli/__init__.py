@@ -1,0 +1,36 @@
+"""The `svd` command. Thin: parse, validate, call the library, render."""
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run Stable Video Diffusion (SVD, SVD-XT, SV3D) on your own machine.")
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2):
+    """Bad input: one line on stderr and a non-zero exit code, never a traceback."""
+    err.print(f"svd: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def note(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        err.print(f"svd: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"svd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    pass
+
+
+from . import generate, inspect  # noqa: E402,F401  (registers the commands)

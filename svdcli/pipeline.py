@@ -1,0 +1,152 @@
+"""Image to video, as the reference samples it (generative-models' simple_video_sample.py and its sampler).
+
+    pipe = VideoPipeline(svdcli.load(...), device, dtype)
+    result = pipe.generate(image, settings, seed=7)       # image: (1, 3, H, W) in [-1, 1]
+    result.frames                                           # (T, 3, H, W) float32 in [0, 1], on the CPU
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .loader import LoadedModel
+from .models.layers import timestep_embedding
+from .models.vae import SCALE_FACTOR
+from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    frames: int = 14
+    steps: int = 25
+    fps_id: int = 6  # the conditioning value; the reference's videos play at fps_id + 1
+    motion_bucket_id: int = 127
+    noise_aug: float = 0.02
+    cfg_min: float = 1.0
+    cfg_max: float = 2.5
+    guidance: str = "linear"  # "linear" (SVD) or "triangle" (SV3D)
+    decode_chunk: int = 14
+    sigma_min: float = 0.002
+    sigma_max: float = 700.0
+    polars_rad: tuple[float, ...] | None = None  # SV3D_p camera, one per frame
+    azimuths_rad: tuple[float, ...] | None = None
+
+
+@dataclass
+class GenerateResult:
+    frames: Tensor  # (T, 3, H, W) in [0, 1]
+    seed: int
+    latents: Tensor  # (T, 4, h, w), scaled latent space
+
+
+def vector_widths(model: LoadedModel) -> list[tuple[str, int]]:
+    """The pieces of the vector conditioning with their embedding widths, scaled to the model's vector width (the
+    released models use 256 per scalar and 512 per camera angle)."""
+    layout = model.architecture.vector_layout
+    total = sum(w for _, w in layout)
+    adm = model.architecture.unet.adm_in_channels
+    return [(name, w * adm // total) for name, w in layout]
+
+
+def conditioning_vector(model: LoadedModel, s: SamplingSettings) -> Tensor:
+    """y for every frame: (T, adm). Scalars are embedded with the same sinusoid as time, then concatenated."""
+    t = s.frames
+    values = {"fps_id": [float(s.fps_id)] * t, "motion_bucket_id": [float(s.motion_bucket_id)] * t,
+              "cond_aug": [float(s.noise_aug)] * t}
+    if model.architecture.name == "sv3d_p":
+        if s.polars_rad is None or s.azimuths_rad is None or len(s.polars_rad) != t or len(s.azimuths_rad) != t:
+            raise ValueError(f"sv3d_p needs one polar and one azimuth angle per frame ({t})")
+        values.update(polar_rad=list(s.polars_rad), azimuth_rad=list(s.azimuths_rad))
+    pieces = [timestep_embedding(torch.tensor(values[name], dtype=torch.float64), width)
+              for name, width in vector_widths(model)]
+    return torch.cat(pieces, dim=1)
+
+
+class VideoPipeline:
+    """Holds a loaded model on one device. The image encoder and U-Net compute in `dtype`; the VAE runs in float32,
+    as the reference runs it (autocast disabled for the first stage)."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype):
+        self.model, self.device, self.dtype = model, torch.device(device), dtype
+        model.unet.to(device=self.device, dtype=dtype)
+        model.image_encoder.to(device=self.device, dtype=dtype)
+        model.vae.to(device=self.device, dtype=torch.float32)
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.model.architecture.vae.channel_mult) - 1)
+
+    def draw_noise(self, seed: int, image_shape: tuple[int, ...], frames: int) -> tuple[Tensor, Tensor]:
+        """The reference's two draws from one CPU generator: ε for the conditioning image (1, 3, H, W), then the
+        initial latent noise (T, 4, h, w). CPU draws make one seed give the same video on every device."""
+        g = torch.Generator("cpu").manual_seed(seed)
+        eps_image = torch.randn(image_shape, generator=g)
+        h, w = image_shape[-2] // self.downscale, image_shape[-1] // self.downscale
+        eps_latent = torch.randn((frames, self.model.architecture.vae.z_channels, h, w), generator=g)
+        return eps_image, eps_latent
+
+    @torch.no_grad()
+    def encode_condition(self, image: Tensor, eps_image: Tensor, s: SamplingSettings) -> tuple[Tensor, Tensor]:
+        """CLIP embedding of the clean image (1, 1, D) and the unscaled VAE mean of image + noise_aug·ε (1, 4, h, w)."""
+        image = image.to(self.device, torch.float32)
+        clip = self.model.image_encoder.encode_image(image.to(self.dtype) if self.dtype != torch.float32 else image)
+        latent = self.model.vae.encode(image + s.noise_aug * eps_image.to(self.device))
+        return clip[:, None].float(), latent
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor, chunk: int, progress: Progress | None = None) -> Tensor:
+        """(T, 4, h, w) scaled latents -> (T, 3, H, W) in [0, 1]. Chunks of `chunk` frames are decoded as separate
+        clips, as the reference does (the temporal layers do not see across a chunk boundary)."""
+        z = latents.to(self.device, torch.float32) / SCALE_FACTOR
+        chunk = max(1, chunk or len(z))
+        out = []
+        for start in range(0, len(z), chunk):
+            part = z[start:start + chunk]
+            out.append(self.model.vae.decode(part, len(part)).float().cpu())
+            if progress:
+                progress("decode", min(start + chunk, len(z)), len(z))
+        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def generate(self, image: Tensor, s: SamplingSettings, seed: int,
+                 progress: Progress | None = None) -> GenerateResult:
+        t = s.frames
+        eps_image, eps_latent = self.draw_noise(seed, tuple(image.shape), t)
+        if progress:
+            progress("encode", 0, 1)
+        clip, latent = self.encode_condition(image, eps_image, s)
+        if progress:
+            progress("encode", 1, 1)
+        y = conditioning_vector(self.model, s).to(self.device, self.dtype)
+        context = clip.to(self.dtype).expand(t, -1, -1)  # (T, 1, D)
+        concat = latent.to(self.dtype).expand(t, -1, -1, -1)  # (T, 4, h, w)
+        guide = (TriangleFrameGuidance if s.guidance == "triangle" else LinearFrameGuidance)(s.cfg_min, s.cfg_max)
+        scales = guide.scales(t)
+        unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
+        unet, dtype = self.model.unet, self.dtype
+
+        def denoise(x: Tensor, sigma: Tensor):
+            sc = Scalings.at(sigma.float())
+            n = 2 if unconditional else 1
+            xin = (sc.c_in * x).to(dtype)
+            # The unconditional branch zeroes only the CLIP token and the conditioning latent; y is the same.
+            ctx = torch.cat([torch.zeros_like(context), context]) if unconditional else context
+            cat = torch.cat([torch.zeros_like(concat), concat]) if unconditional else concat
+            net_in = torch.cat([xin.repeat(n, 1, 1, 1), cat], dim=1)
+            c_noise = sc.c_noise.expand(n * t).to(self.device)
+            out = unet(net_in, c_noise, ctx, y.repeat(n, 1), t).float()
+            d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
+            return (d[t:], d[:t]) if unconditional else (d, None)
+
+        sigmas = edm_sigmas(s.steps, s.sigma_min, s.sigma_max)
+        latents = sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
+                               on_step=(lambda i, n: progress("sample", i, n)) if progress else None)
+        frames = self.decode(latents, s.decode_chunk, progress)
+        if self.model.architecture.name.startswith("sv3d"):  # the last view is the input view by construction
+            frames[-1] = ((image[0].float().cpu() + 1) / 2).clamp(0, 1)
+        return GenerateResult(frames, seed, latents.cpu())
+

@@ -1,0 +1,77 @@
+"""The reference sampler: EDM σ schedule, v-prediction with EDM c_noise, per-frame guidance on the denoised
+estimate, plain Euler steps (no churn) down to σ = 0."""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0) -> Tensor:
+    """steps σ values from σ_max down to σ_min (Karras ρ-spacing), then a final 0: (steps + 1,), float32 as the
+    reference computes it (so σ_0 = 700.0001)."""
+    ramp = torch.linspace(0, 1, steps)
+    max_inv, min_inv = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    sigmas = (max_inv + ramp * (min_inv - max_inv)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+@dataclass(frozen=True)
+class Scalings:
+    """v-parameterisation with σ_data = 1: D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise)."""
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor
+
+    @classmethod
+    def at(cls, sigma: Tensor) -> "Scalings":
+        s2 = sigma ** 2 + 1
+        return cls(1 / s2, -sigma / s2.sqrt(), 1 / s2.sqrt(), sigma.log() / 4)
+
+
+@dataclass(frozen=True)
+class LinearFrameGuidance:
+    """Guidance scale rising linearly from the first frame (min) to the last (max): SVD, SVD-XT."""
+    min_scale: float
+    max_scale: float
+
+    def scales(self, frames: int) -> Tensor:
+        return torch.linspace(self.min_scale, self.max_scale, frames)
+
+
+@dataclass(frozen=True)
+class TriangleFrameGuidance:
+    """min at both ends, max in the middle frame: SV3D orbits."""
+    min_scale: float
+    max_scale: float
+
+    def scales(self, frames: int) -> Tensor:
+        v = torch.arange(frames, dtype=torch.float32) / max(frames - 1, 1)
+        tri = 2 * (v - torch.floor(v + 0.5)).abs()
+        return self.min_scale + (self.max_scale - self.min_scale) * tri
+
+
+Denoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]  # (x, σ) -> (D_cond, D_uncond or None)
+StepCallback = Callable[[int, int], None]
+
+
+def sample_euler(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor,
+                 on_step: StepCallback | None = None) -> Tensor:
+    """Euler sampling from σ_0 to 0. noise: (T, C, h, w) standard normal; guidance: (T,) per-frame scales.
+
+    The guided estimate is D_u + s_t·(D_c − D_u) on the denoised outputs; the last step lands on σ = 0, so the
+    result is the last guided estimate (in the 0.18215-scaled latent space)."""
+    x = noise.float() * math.sqrt(1 + sigmas[0].item() ** 2)
+    scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        d_cond, d_uncond = denoise(x, torch.tensor(sigma))
+        denoised = d_cond if d_uncond is None else d_uncond + scale * (d_cond - d_uncond)
+        x = x + (sigma_next - sigma) * (x - denoised) / sigma
+        if on_step:
+            on_step(i + 1, n)
+    return x
