@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 100_000_000  # larger inputs are refused: decoding alone would take gigabytes
+MAX_PIXELS = 80_000_000  # larger inputs are refused: decoding alone would take gigabytes
 RESIZE_MODES = ("crop", "pad", "stretch")
 
 
@@ -49,7 +49,10 @@ def load_image(path: str | Path) -> Image.Image:
                 return _to_rgb(im)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{p}: too large to decode safely (Pillow's limit is {Image.MAX_IMAGE_PIXELS // 10**6} MP)") \
+            from None
+    except UnidentifiedImageError:
         raise ImageError(f"{p}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{p}: corrupt or truncated image ({e})") from None
