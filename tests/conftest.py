@@ -34,5 +34,9 @@ def tiny_model(name: str = "svd", seed: int = 0) -> LoadedModel:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _isolated(tmp_path_factory, monkeypatch):
+    """Deterministic, and never touching the user's caches or config (child processes inherit this)."""
     torch.manual_seed(0)
+    home = tmp_path_factory.mktemp("home")
+    for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HF_HUB_CACHE"):
+        monkeypatch.setenv(var, str(home / var.lower()))
