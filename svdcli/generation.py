@@ -34,7 +34,7 @@ class Options:
     width: int | None  # None: --size auto
     height: int | None
     resize: str
-    decode_chunk: int
+    decode_chunk: int  # 0: auto
     format: str
     loop: bool
     watermark: bool
@@ -63,6 +63,15 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                     watermark=True, quality=8.0) -> tuple[Options, list[str]]:
     """Flags override preset values. Returns the options and warnings (settings outside the trained range)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
+    if decode_chunk == "auto":
+        decode_chunk = 0
+    elif isinstance(decode_chunk, str):
+        try:
+            decode_chunk = int(decode_chunk)
+        except ValueError:
+            raise OptionsError(f"--decode-chunk {decode_chunk}: a number of frames, or auto") from None
+        if decode_chunk < 1:
+            raise OptionsError(f"--decode-chunk {decode_chunk}: must be at least 1, or auto")
     w, h = (preset.width, preset.height) if size is None else (parse_size(size) or (None, None))
     o = Options(frames=pick(frames, preset.frames), steps=pick(steps, preset.steps), fps=pick(fps, preset.fps),
                 fps_id=pick(fps_id, pick(fps, preset.fps) - 1), motion_bucket=pick(motion, preset.motion_bucket),
@@ -70,8 +79,7 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
                 watermark=watermark, quality=quality)
-    for name, value in (("--frames", o.frames), ("--steps", o.steps), ("--fps", o.fps),
-                        ("--decode-chunk", o.decode_chunk)):
+    for name, value in (("--frames", o.frames), ("--steps", o.steps), ("--fps", o.fps)):
         if value < 1:
             raise OptionsError(f"{name} {value}: must be at least 1")
     if o.noise_aug < 0 or o.motion_bucket < 0:
@@ -116,8 +124,9 @@ def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progr
 
 
 def metadata(o: Options, preset: Preset, seed: int, image_path: str, size: tuple[int, int], weights: Path,
-             weights_sha256: str, architecture: str, device: str, dtype: str) -> dict:
+             weights_sha256: str, architecture: str, device: str, dtype: str, **engine) -> dict:
+    """engine: how it ran (weights_dtype, offload, decode_overlap, ...), recorded as given."""
     return {"svd_version": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "input": str(image_path), "seed": seed, "preset": preset.name, "architecture": architecture,
             "weights": str(weights), "weights_sha256": weights_sha256, "width": size[0], "height": size[1],
-            "device": device, "dtype": dtype, "settings": dataclasses.asdict(o)}
+            "device": device, "dtype": dtype, **engine, "settings": dataclasses.asdict(o)}

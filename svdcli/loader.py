@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import keymaps
+from .quantize import WEIGHT_DTYPES, check_int8, int8_linear, storable, store_weight
 from .models.clip import CLIPConfig, ImageEncoder
 from .models.unet import UNetConfig, VideoUNet
 from .models.vae import VAE, VAEConfig
@@ -38,6 +39,7 @@ class LoadedModel:
     stored_dtypes: list[str]
     release: str | None = None  # e.g. "svd_xt_1_1.safetensors" when the file name is a released one
     skipped_tensors: int = 0
+    weights_dtype: str | None = None  # storage dtype of the U-Net's and image encoder's big matrices
     extra: dict = field(default_factory=dict)
 
     def components(self) -> dict[str, nn.Module]:
@@ -310,19 +312,44 @@ def _check(entries: list[Entry], where: Path) -> None:
                                   f"expected {list(e.shape)}")
 
 
-def _assign(module: nn.Module, key: str, value: torch.Tensor) -> None:
+def _owner(module: nn.Module, key: str) -> tuple[nn.Module, str, str]:
     owner_path, _, name = key.rpartition(".")
-    owner = module.get_submodule(owner_path) if owner_path else module
+    return (module.get_submodule(owner_path) if owner_path else module), owner_path, name
+
+
+def _assign(module: nn.Module, key: str, value: torch.Tensor) -> None:
+    owner, _, name = _owner(module, key)
     if name in owner._parameters:
         owner._parameters[name] = nn.Parameter(value, requires_grad=False)
     else:
         owner._buffers[name] = value
 
 
+def _store(module: nn.Module, key: str, value: torch.Tensor, storage: torch.dtype, device: torch.device) -> bool:
+    """Put a big matrix into its storage dtype (see quantize.py); False if this tensor is not one."""
+    owner, owner_path, name = _owner(module, key)
+    if not storable(owner, name):
+        return False
+    if storage == torch.int8:
+        if not isinstance(owner, nn.Linear):
+            return False  # LLM.int8 covers linear layers; convolutions keep the compute dtype
+        parent_path, _, child = owner_path.rpartition(".")
+        parent = module.get_submodule(parent_path) if parent_path else module
+        setattr(parent, child, int8_linear(owner, value, device))
+        return True
+    store_weight(owner, name, value, storage, device)
+    return True
+
+
 def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-         architecture: str | None = None, variant: str | None = None,
+         architecture: str | None = None, variant: str | None = None, weights_dtype: str | None = None,
          progress: Progress | None = None) -> LoadedModel:
     """Load a single-file checkpoint or a diffusers folder.
+
+    dtype: the compute dtype, and the dtype of every tensor unless weights_dtype says otherwise.
+    weights_dtype: "fp32", "fp16", "bf16", "fp8" or "int8": how the U-Net's and image encoder's convolution and
+    linear weights are stored (converted tensor by tensor while loading; see quantize.py). The VAE is never
+    quantised (it is small and runs in float32 in the pipeline).
 
     architecture: if given ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p"), a file of another one is refused.
     variant: diffusers only; "fp16" or "fp32" picks those files (default: fp16 files for half-precision dtypes).
@@ -340,14 +367,23 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     _check(entries, path)
     modules = _meta_modules(arch)
     device = torch.device(device)
+    if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype {weights_dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
+    storage = WEIGHT_DTYPES.get(weights_dtype)
+    if storage == dtype:
+        storage = None  # stored as computed: plain parameters
+    if storage == torch.int8:
+        check_int8(device)
     total = len(entries)
     for i, e in enumerate(entries):
         tensors = [f.read(k) for f, k in e.sources]
         value = e.combine(tensors)
-        # Integer-valued tensors never occur in these models; every tensor takes the target dtype.
-        value = value.to(device=device, dtype=dtype).contiguous()
         del tensors
-        _assign(modules[e.component], e.key, value)
+        if storage is not None and e.component != "vae" and _store(modules[e.component], e.key, value, storage,
+                                                                    device):
+            pass
+        else:  # every other tensor takes the compute dtype
+            _assign(modules[e.component], e.key, value.to(device=device, dtype=dtype).contiguous())
         if progress and (i % 64 == 0 or i == total - 1):
             progress("load", i + 1, total)
     for m in modules.values():
@@ -355,7 +391,7 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     stored = sorted({str(f.dtype(k)).removeprefix("torch.") for e in entries for f, k in e.sources})
     release = path.name if path.name in RELEASED_FILES else None
     return LoadedModel(arch, modules["unet"], modules["vae"], modules["image_encoder"], layout,
-                       [f.path for f in files], stored, release, skipped)
+                       [f.path for f in files], stored, release, skipped, weights_dtype)
 
 
 def model_metadata(arch: Architecture) -> dict[str, str]:

@@ -6,6 +6,7 @@
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,9 @@ from torch import Tensor
 
 from .loader import LoadedModel
 from .models.layers import timestep_embedding
-from .models.vae import SCALE_FACTOR
+from .decoding import decode_frames
+from .offload import MODES, ModelOffload, SequentialOffload, unet_blocks
+from .quantize import has_stored_weights
 from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -67,14 +70,31 @@ def conditioning_vector(model: LoadedModel, s: SamplingSettings) -> Tensor:
 
 
 class VideoPipeline:
-    """Holds a loaded model on one device. The image encoder and U-Net compute in `dtype`; the VAE runs in float32,
-    as the reference runs it (autocast disabled for the first stage)."""
+    """Holds a loaded model for one device. The image encoder and U-Net compute in `dtype`; the VAE runs in float32,
+    as the reference runs it (autocast disabled for the first stage).
 
-    def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype):
-        self.model, self.device, self.dtype = model, torch.device(device), dtype
-        model.unet.to(device=self.device, dtype=dtype)
-        model.image_encoder.to(device=self.device, dtype=dtype)
-        model.vae.to(device=self.device, dtype=torch.float32)
+    offload: "none", "model" or "sequential" (see offload.py). The library honours the mode on any device (on the
+    CPU it only adds bookkeeping); the CLI turns it off where there is no accelerator.
+    decode_overlap: frames shared by neighbouring decode windows (decoding.py); decode_tile: latent tile (h, w).
+    attention_slice: tokens per slice in the transformers (None: unsliced); same results, bounded memory."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype, offload: str = "none",
+                 decode_overlap: int = 0, attention_slice: int | None = None, decode_tile: tuple[int, int] | None = None):
+        if offload not in MODES:
+            raise ValueError(f"offload {offload!r}: choose one of {', '.join(MODES)}")
+        self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
+        self.decode_overlap, self.decode_tile = decode_overlap, decode_tile
+        model.unet.set_max_tokens(attention_slice)
+        place = self.device if offload == "none" else torch.device("cpu")
+        for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
+            module.to(device=place) if has_stored_weights(module) else module.to(place, dtype)
+        model.vae.to(device=place, dtype=torch.float32)
+        self.mover = ModelOffload(self.device) if offload != "none" else None
+        self.streamer = SequentialOffload(unet_blocks(model.unet), self.device) if offload == "sequential" else None
+
+    def phase(self, *modules):
+        """Context in which `modules` are on the device (a no-op without offloading)."""
+        return self.mover.phase(*modules) if self.mover else nullcontext()
 
     @property
     def downscale(self) -> int:
@@ -93,23 +113,23 @@ class VideoPipeline:
     def encode_condition(self, image: Tensor, eps_image: Tensor, s: SamplingSettings) -> tuple[Tensor, Tensor]:
         """CLIP embedding of the clean image (1, 1, D) and the unscaled VAE mean of image + noise_aug·ε (1, 4, h, w)."""
         image = image.to(self.device, torch.float32)
-        clip = self.model.image_encoder.encode_image(image.to(self.dtype) if self.dtype != torch.float32 else image)
-        latent = self.model.vae.encode(image + s.noise_aug * eps_image.to(self.device))
+        with self.phase(self.model.image_encoder):
+            clip = self.model.image_encoder.encode_image(image)
+        vae = self.model.vae
+        with self.phase(vae.encoder, vae.quant_conv):
+            latent = vae.encode(image + s.noise_aug * eps_image.to(self.device))
         return clip[:, None].float(), latent
 
     @torch.no_grad()
     def decode(self, latents: Tensor, chunk: int, progress: Progress | None = None) -> Tensor:
-        """(T, 4, h, w) scaled latents -> (T, 3, H, W) in [0, 1]. Chunks of `chunk` frames are decoded as separate
-        clips, as the reference does (the temporal layers do not see across a chunk boundary)."""
-        z = latents.to(self.device, torch.float32) / SCALE_FACTOR
-        chunk = max(1, chunk or len(z))
-        out = []
-        for start in range(0, len(z), chunk):
-            part = z[start:start + chunk]
-            out.append(self.model.vae.decode(part, len(part)).float().cpu())
-            if progress:
-                progress("decode", min(start + chunk, len(z)), len(z))
-        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+        """(T, 4, h, w) scaled latents -> (T, 3, H, W) in [0, 1]; windows of `chunk` frames overlapping by
+        decode_overlap frames (0: the reference's disjoint chunks)."""
+        vae = self.model.vae
+        parts = [vae.decoder] + ([vae.post_quant_conv] if hasattr(vae, "post_quant_conv") else [])
+        with self.phase(*parts):
+            frames = decode_frames(vae, latents, self.device, chunk or len(latents), self.decode_overlap,
+                                   tile=self.decode_tile, progress=progress)
+        return ((frames + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def generate(self, image: Tensor, s: SamplingSettings, seed: int,
@@ -143,8 +163,9 @@ class VideoPipeline:
             return (d[t:], d[:t]) if unconditional else (d, None)
 
         sigmas = edm_sigmas(s.steps, s.sigma_min, s.sigma_max)
-        latents = sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
-                               on_step=(lambda i, n: progress("sample", i, n)) if progress else None)
+        with self.phase(unet) if self.offload == "model" else nullcontext():
+            latents = sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
+                                   on_step=(lambda i, n: progress("sample", i, n)) if progress else None)
         frames = self.decode(latents, s.decode_chunk, progress)
         if self.model.architecture.name.startswith("sv3d"):  # the last view is the input view by construction
             frames[-1] = ((image[0].float().cpu() + 1) / 2).clamp(0, 1)

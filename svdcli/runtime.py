@@ -33,3 +33,22 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
         return DTYPES[name]
     except KeyError:
         raise ValueError(f"dtype {name!r}: choose one of fp32, fp16, bf16") from None
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on device: the CUDA allocator's view, else the system's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 8 * 1024**3  # unknown: assume a modest machine
+
+
+def attention_slice_for(free_bytes: int) -> int | None:
+    """Tokens per transformer slice: unsliced where memory is plentiful, else 2^17 tokens, which bounds the
+    largest intermediate (the first level's GEGLU, 2560 features) to about 0.7 GB in half precision."""
+    return None if free_bytes > 40 * 1024**3 else 1 << 17

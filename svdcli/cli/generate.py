@@ -37,7 +37,17 @@ def generate(
     size: str = typer.Option(None, help="WIDTHxHEIGHT in multiples of 64, or auto (keep the image's aspect at the "
                                         "preset's pixel count). Default: the preset's trained size."),
     resize: str = typer.Option("crop", help="Fit the image by crop (cover, centre-crop), pad or stretch."),
-    decode_chunk: int = typer.Option(None, "--decode-chunk", help="Frames decoded at once (lower: less memory)."),
+    decode_chunk: str = typer.Option(None, "--decode-chunk", help="Frames decoded at once (lower: less memory), or "
+                                     "auto: the most that fit in free memory. Default: the preset's (14)."),
+    decode_overlap: int = typer.Option(4, "--decode-overlap", help="Frames shared by neighbouring decode chunks, "
+                                       "cross-faded to hide the seams; 0 decodes disjoint chunks like the reference."),
+    offload: str = typer.Option("none", help="none, model (each component on the GPU only for its phase) or "
+                                             "sequential (U-Net blocks streamed to the GPU one ahead of use)."),
+    attention_slice: str = typer.Option("auto", "--attention-slice", help="Tokens per transformer slice: auto "
+                                        "(sliced when memory is short), none, or a number. Same results."),
+    weights_dtype: str = typer.Option(None, "--weights-dtype", help="How the U-Net and image encoder weights are "
+                                      "stored: fp32, fp16, bf16, fp8 (1 byte, any device) or int8 (bitsandbytes). "
+                                      "Default: the compute dtype."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
     dtype: str = typer.Option("auto", help="Compute dtype: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16."),
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
@@ -54,9 +64,12 @@ def generate(
     from ..images import ImageError
     from ..loader import load
     from ..outputs import OutputError, can_watermark, output_path, watermark_available, write_video
+    from ..decoding import auto_chunk
+    from ..offload import MODES
     from ..pipeline import VideoPipeline
+    from ..quantize import WEIGHT_DTYPES, check_int8
     from ..presets import PresetError, load_preset
-    from ..runtime import resolve_device, resolve_dtype
+    from ..runtime import attention_slice_for, free_memory, resolve_device, resolve_dtype
     from ..safetensors_io import CheckpointError
     from ..weights import WeightsError, resolve_weights, weights_sha256
 
@@ -71,6 +84,22 @@ def generate(
                                       quality=quality)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
+        if offload not in MODES:
+            raise ValueError(f"--offload {offload}: choose one of {', '.join(MODES)}")
+        if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"--weights-dtype {weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
+        if weights_dtype == "int8":
+            check_int8(dev)
+        if decode_overlap < 0:
+            raise ValueError("--decode-overlap must not be negative")
+        if attention_slice == "auto":
+            max_tokens = attention_slice_for(free_memory(dev))
+        elif attention_slice == "none":
+            max_tokens = None
+        elif attention_slice.isdigit() and int(attention_slice) > 0:
+            max_tokens = int(attention_slice)
+        else:
+            raise ValueError(f"--attention-slice {attention_slice}: auto, none, or a positive number of tokens")
         picture = prepare_image(image, o, p)
         if o.watermark and not can_watermark(*picture.size):
             note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
@@ -79,6 +108,11 @@ def generate(
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as e:
         fail(str(e))
+    if offload != "none" and dev.type == "cpu":
+        note(f"note: --offload {offload} has no effect without an accelerator", quiet)
+        offload = "none"
+    if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
+        o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, *picture.size[::-1], free_memory(dev)))
     for w in warnings:
         note(f"warning: {w}", quiet)
     if not no_watermark and not watermark:
@@ -90,13 +124,19 @@ def generate(
     try:
         with ProgressView(err, quiet) as progress:
             try:
-                model = load(weights_path, device=dev, dtype=dt, architecture=p.architecture, progress=progress)
+                model = load(weights_path, device=dev if offload == "none" else "cpu", dtype=dt,
+                             architecture=p.architecture, weights_dtype=weights_dtype, progress=progress)
             except CheckpointError as e:
                 fail(str(e))
-            pipe = VideoPipeline(model, dev, dt)
+            # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
+            tile = (p.height // 8, p.width // 8) if picture.size[0] > p.width or picture.size[1] > p.height else None
+            pipe = VideoPipeline(model, dev, dt, offload=offload, decode_overlap=decode_overlap,
+                                 attention_slice=max_tokens, decode_tile=tile)
             frames_u8, _ = render(pipe, picture, o, seed, progress)
             meta = metadata(o, p, seed, str(image), picture.size, weights_path, weights_sha256(model.files),
-                            model.architecture.name, str(dev), str(dt).removeprefix("torch."))
+                            model.architecture.name, str(dev), str(dt).removeprefix("torch."),
+                            weights_dtype=weights_dtype or str(dt).removeprefix("torch."), offload=offload,
+                            decode_overlap=decode_overlap)
             progress("write", 0, 1)
             sidecar = write_video(frames_u8, target, o.format, o.fps, meta, o.quality)
             progress("write", 1, 1)

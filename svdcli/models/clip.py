@@ -114,8 +114,7 @@ class ImageEncoder(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> image embedding (N, embed_dim) in the encoder's dtype."""
-        dtype = self.conv1.weight.dtype if self.conv1.weight.is_floating_point() else torch.float32
-        return self(self.preprocess(images).to(dtype))
+        return self(self.preprocess(images).to(self.class_embedding.dtype))  # the compute dtype
 
 
 def _gaussian_kernel(size: int, sigma: float, device) -> Tensor:

@@ -109,3 +109,15 @@ class MixFactor(nn.Module):
         if image_only_indicator is not None:  # frames flagged as images are purely spatial (image training mode)
             alpha = torch.where(image_only_indicator.bool(), torch.ones_like(alpha), alpha)
         return alpha
+
+
+def in_slices(fn, x: Tensor, *args, max_tokens: int | None) -> Tensor:
+    """fn applied to slices of x along dim 0, each at most max_tokens tokens (rows × sequence length).
+
+    For blocks whose rows are independent (the spatial transformer's frames, the temporal transformer's pixel
+    sequences), slicing bounds the memory of their attention and GEGLU intermediates without changing results."""
+    rows = x.shape[0] if not max_tokens else max(1, max_tokens // max(1, x.shape[1]))
+    if rows >= x.shape[0]:
+        return fn(x, *args)
+    return torch.cat([fn(part, *(a[i:i + rows] if isinstance(a, Tensor) and a.shape[0] == x.shape[0] else a
+                                   for a in args)) for i, part in zip(range(0, x.shape[0], rows), x.split(rows))])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, timestep_embedding
+from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, timestep_embedding
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,17 @@ class VideoTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, num_frames: int, max_tokens: int | None = None) -> Tensor:
         s = x.shape[1]
         x = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames)
+        x = in_slices(self._sequences, x, context, max_tokens=max_tokens)  # the B·h·w sequences are independent
+        return rearrange(x, "(b s) t c -> (b t) s c", s=s)
+
+    def _sequences(self, x: Tensor, context: Tensor) -> Tensor:
         x = x + self.ff_in(self.norm_in(x))
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
-        x = x + self.ff(self.norm3(x))
-        return rearrange(x, "(b s) t c -> (b t) s c", s=s)
+        return x + self.ff(self.norm3(x))
 
 
 class SpatialVideoTransformer(nn.Module):
@@ -125,6 +128,7 @@ class SpatialVideoTransformer(nn.Module):
                                             nn.Linear(channels * 4, channels))
         self.time_mixer = MixFactor()
         self.proj_out = nn.Linear(channels, channels)
+        self.max_tokens: int | None = None  # tokens per slice in both blocks; None: no slicing
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int, image_only_indicator: Tensor | None) -> Tensor:
         n, c, h, w = x.shape
@@ -136,8 +140,8 @@ class SpatialVideoTransformer(nn.Module):
         frames = torch.arange(num_frames, device=x.device).repeat(n // num_frames)
         pos = self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (B·T, 1, C)
         for spatial, temporal in zip(self.transformer_blocks, self.time_stack):
-            x = spatial(x, context)
-            x_mix = temporal(x + pos, time_context, num_frames)
+            x = in_slices(spatial, x, context, max_tokens=self.max_tokens)  # frames are independent
+            x_mix = temporal(x + pos, time_context, num_frames, self.max_tokens)
             alpha = self.time_mixer.alpha(image_only_indicator)
             if alpha.dim() == 2:
                 alpha = rearrange(alpha, "b t -> (b t) 1 1")
@@ -165,6 +169,24 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
+class UNetBlock(nn.ModuleList):
+    """One entry of input_blocks/output_blocks, or the middle block: its layers run in order, each given what it
+    needs. A module of its own so that offloading can hook whole blocks."""
+
+    def forward(self, h: Tensor, emb: Tensor, context: Tensor, num_frames: int, indicator: Tensor | None,
+                upsample_size: tuple[int, int] | None = None) -> Tensor:
+        for layer in self:
+            if isinstance(layer, VideoResBlock):
+                h = layer(h, emb, num_frames, indicator)
+            elif isinstance(layer, SpatialVideoTransformer):
+                h = layer(h, context, num_frames, indicator)
+            elif isinstance(layer, Upsample):
+                h = layer(h, upsample_size)
+            else:
+                h = layer(h)
+        return h
+
+
 class VideoUNet(nn.Module):
     def __init__(self, cfg: UNetConfig = UNetConfig()):
         super().__init__()
@@ -177,7 +199,7 @@ class VideoUNet(nn.Module):
         def transformer(ch):
             return SpatialVideoTransformer(ch, ch // cfg.head_dim, cfg.context_dim)
 
-        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         skip_channels, ch = [mc], mc
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -185,13 +207,13 @@ class VideoUNet(nn.Module):
                 ch = mult * mc
                 if cfg.attention_levels[level]:
                     block.append(transformer(ch))
-                self.input_blocks.append(nn.ModuleList(block))
+                self.input_blocks.append(UNetBlock(block))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(nn.ModuleList([Downsample(ch)]))
+                self.input_blocks.append(UNetBlock([Downsample(ch)]))
                 skip_channels.append(ch)
 
-        self.middle_block = nn.ModuleList([VideoResBlock(ch, ch, emb), transformer(ch), VideoResBlock(ch, ch, emb)])
+        self.middle_block = UNetBlock([VideoResBlock(ch, ch, emb), transformer(ch), VideoResBlock(ch, ch, emb)])
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -202,22 +224,16 @@ class VideoUNet(nn.Module):
                     block.append(transformer(ch))
                 if level and i == cfg.num_res_blocks:
                     block.append(Upsample(ch))
-                self.output_blocks.append(nn.ModuleList(block))
+                self.output_blocks.append(UNetBlock(block))
 
         self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-    def _run(self, block: nn.ModuleList, h: Tensor, emb: Tensor, context: Tensor, num_frames: int,
-             indicator: Tensor | None, upsample_size: tuple[int, int] | None = None) -> Tensor:
-        for layer in block:
-            if isinstance(layer, VideoResBlock):
-                h = layer(h, emb, num_frames, indicator)
-            elif isinstance(layer, SpatialVideoTransformer):
-                h = layer(h, context, num_frames, indicator)
-            elif isinstance(layer, Upsample):
-                h = layer(h, upsample_size)
-            else:
-                h = layer(h)
-        return h
+    def set_max_tokens(self, max_tokens: int | None) -> None:
+        """Process the transformers' independent rows (frames, pixel sequences) in slices of at most this many
+        tokens: bounds attention and feed-forward memory, same results."""
+        for m in self.modules():
+            if isinstance(m, SpatialVideoTransformer):
+                m.max_tokens = max_tokens
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int,
                 image_only_indicator: Tensor | None = None) -> Tensor:
@@ -229,12 +245,11 @@ class VideoUNet(nn.Module):
         h, context = x, context.to(dtype)
         skips = []
         for block in self.input_blocks:
-            h = self._run(block, h, emb, context, num_frames, image_only_indicator)
+            h = block(h, emb, context, num_frames, image_only_indicator)
             skips.append(h)
-        h = self._run(self.middle_block, h, emb, context, num_frames, image_only_indicator)
+        h = self.middle_block(h, emb, context, num_frames, image_only_indicator)
         for block in self.output_blocks:
-            skip = skips.pop()
-            h = torch.cat([h, skip], dim=1)
+            h = torch.cat([h, skips.pop()], dim=1)
             target = skips[-1].shape[-2:] if skips else None  # the next skip's size is where an upsample must land
-            h = self._run(block, h, emb, context, num_frames, image_only_indicator, target)
+            h = block(h, emb, context, num_frames, image_only_indicator, target)
         return self.out(h)
