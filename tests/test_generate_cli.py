@@ -128,8 +128,19 @@ def test_interrupted_write_removes_the_temporary_file(setup, tmp_path, monkeypat
     assert os.listdir(tmp_path) == []
 
 
+def test_memory_flags_run_and_are_recorded(setup, tmp_path):
+    r = svd(setup, "--seed", "5", "--weights-dtype", "fp8", "--offload", "sequential", "--decode-chunk", "auto",
+            "--decode-overlap", "2", "--attention-slice", "512", "--out", str(tmp_path / "m.mp4"))
+    assert r.returncode == 0, r.stderr
+    assert "--offload sequential has no effect without an accelerator" in r.stderr
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert (meta["weights_dtype"], meta["offload"], meta["decode_overlap"]) == ("fp8", "none", 2)
+    assert meta["settings"]["decode_chunk"] >= 1
+
+
 @pytest.mark.parametrize("case", ["missing image", "not an image", "empty image", "size", "format", "preset",
-                                  "preset key", "weights", "architecture", "frames", "truncated weights", "resize"])
+                                  "preset key", "weights", "architecture", "frames", "truncated weights", "resize",
+                                  "weights dtype", "offload", "decode chunk", "attention slice"])
 def test_bad_input_is_one_line_and_exit_code_2(setup, tmp_path, case):
     (tmp_path / "junk.png").write_text("hello")
     (tmp_path / "empty.png").write_bytes(b"")
@@ -141,6 +152,8 @@ def test_bad_input_is_one_line_and_exit_code_2(setup, tmp_path, case):
             "preset key": ["--preset", str(tmp_path / "bad.yaml")], "weights": ["--weights", "/no/such/file"],
             "architecture": ["--weights", str(setup / "sv3d.safetensors")], "frames": ["--frames", "0"],
             "truncated weights": ["--weights", str(tmp_path / "cut.safetensors")], "resize": ["--resize", "zoom"],
+            "weights dtype": ["--weights-dtype", "int4"], "offload": ["--offload", "disk"],
+            "decode chunk": ["--decode-chunk", "lots"], "attention slice": ["--attention-slice", "-3"],
             "not an image": [], "empty image": []}[case]
     image = {"missing image": tmp_path / "nope.png", "not an image": tmp_path / "junk.png",
              "empty image": tmp_path / "empty.png"}.get(case, setup / "photo.jpg")
