@@ -66,6 +66,22 @@ def diffusers_configs(arch: Architecture) -> dict[str, dict]:
     return {"unet": unet, "vae": vae, "image_encoder": clip}
 
 
+def diffusers_state_dicts(model: LoadedModel, dtype: torch.dtype | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """component -> its tensors under diffusers names (through the same tables the loader reads with)."""
+    arch = model.architecture
+    tables = {"unet": (keymaps.unet_source, arch.unet), "vae": (keymaps.vae_source, arch.vae),
+              "image_encoder": (keymaps.clip_source, arch.clip)}
+    out = {}
+    for comp, module in model.components().items():
+        table, cfg = tables[comp]
+        out[comp] = {}
+        for k, v in module.state_dict().items():
+            src = table(k, cfg)
+            for name, part in zip(src.keys, src.split(v)):
+                out[comp][name] = _cast(part, dtype)
+    return out
+
+
 def save_diffusers(model: LoadedModel, folder: str | Path, dtype: torch.dtype | None = None,
                    variant: str | None = None) -> None:
     """A diffusers folder (model_index.json, unet/, vae/, image_encoder/); variant "fp16" names the files
@@ -73,19 +89,11 @@ def save_diffusers(model: LoadedModel, folder: str | Path, dtype: torch.dtype | 
     arch, folder = model.architecture, Path(folder)
     if arch.name not in ("svd", "svd_image_decoder"):
         raise ValueError(f"diffusers has no layout for {arch.name}")
-    tables = {"unet": (keymaps.unet_source, arch.unet, "diffusion_pytorch_model"),
-              "vae": (keymaps.vae_source, arch.vae, "diffusion_pytorch_model"),
-              "image_encoder": (keymaps.clip_source, arch.clip, "model")}
     configs = diffusers_configs(arch)
-    for comp, module in model.components().items():
-        table, cfg, stem = tables[comp]
-        tensors = {}
-        for k, v in module.state_dict().items():
-            src = table(k, cfg)
-            for name, part in zip(src.keys, src.split(v)):
-                tensors[name] = _cast(part, dtype)
+    stems = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"}
+    for comp, tensors in diffusers_state_dicts(model, dtype).items():
         suffix = f".{variant}" if variant else ""
-        _write(tensors, folder / comp / f"{stem}{suffix}.safetensors", {"format": "pt"})
+        _write(tensors, folder / comp / f"{stems[comp]}{suffix}.safetensors", {"format": "pt"})
         (folder / comp / "config.json").write_text(json.dumps(configs[comp], indent=2))
     index = {"_class_name": "StableVideoDiffusionPipeline", "_diffusers_version": "0.24.0",
              "feature_extractor": ["transformers", "CLIPImageProcessor"],

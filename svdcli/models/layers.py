@@ -71,6 +71,11 @@ class CrossAttention(nn.Module):
         context = x if context is None else context
         return self.to_out(attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
 
+    def single_token(self, context: Tensor) -> Tensor:
+        """The output for a context of one token, whatever the queries: softmax over one key is exactly 1, so every
+        query gets that token's value. (N, 1, D) -> (N, 1, C), to be broadcast over the queries."""
+        return self.to_out(self.to_v(context))
+
 
 class GEGLU(nn.Module):
     """Linear to twice the inner width; first half is the value, second half the gate (exact GELU)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, timestep_embedding
@@ -86,9 +86,10 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, shortcut: bool = False) -> Tensor:
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        # shortcut: the CLIP context is a single token, so the cross-attention output does not depend on x.
+        x = x + (self.attn2.single_token(context) if shortcut else self.attn2(self.norm2(x), context))
         return x + self.ff(self.norm3(x))
 
 
@@ -104,16 +105,29 @@ class VideoTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor, num_frames: int, max_tokens: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, video_context: Tensor, num_frames: int, max_tokens: int | None = None,
+                shortcut: bool = False) -> Tensor:
+        """x (B·T, S, C); video_context (B, 1, D): the first frame's CLIP token of each video."""
         s = x.shape[1]
         x = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames)
-        x = in_slices(self._sequences, x, context, max_tokens=max_tokens)  # the B·h·w sequences are independent
+        if shortcut:  # one cross-attention output per video, shared by its S sequences
+            cross = self.attn2.single_token(video_context).repeat_interleave(s, dim=0)  # (B·S, 1, C)
+        else:
+            cross = video_context.repeat_interleave(s, dim=0)  # (B·S, 1, D)
+        fn = self._sequences_shortcut if shortcut else self._sequences
+        x = in_slices(fn, x, cross, max_tokens=max_tokens)  # the B·S sequences are independent
         return rearrange(x, "(b s) t c -> (b t) s c", s=s)
 
     def _sequences(self, x: Tensor, context: Tensor) -> Tensor:
         x = x + self.ff_in(self.norm_in(x))
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+    def _sequences_shortcut(self, x: Tensor, cross: Tensor) -> Tensor:
+        x = x + self.ff_in(self.norm_in(x))
+        x = x + self.attn1(self.norm1(x))
+        x = x + cross
         return x + self.ff(self.norm3(x))
 
 
@@ -129,24 +143,26 @@ class SpatialVideoTransformer(nn.Module):
         self.time_mixer = MixFactor()
         self.proj_out = nn.Linear(channels, channels)
         self.max_tokens: int | None = None  # tokens per slice in both blocks; None: no slicing
+        self.shortcut = True  # single-token cross-attention computed once per frame / video
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int, image_only_indicator: Tensor | None) -> Tensor:
         n, c, h, w = x.shape
         x_in = x
         x = rearrange(self.norm(x), "n c h w -> n (h w) c")
         x = self.proj_in(x)
-        # The temporal blocks attend to the first frame's context of each video, at every spatial position.
-        time_context = repeat(context[::num_frames], "b 1 d -> (b s) 1 d", s=h * w)
+        video_context = context[::num_frames]  # the temporal blocks attend to each video's first-frame context
         frames = torch.arange(num_frames, device=x.device).repeat(n // num_frames)
         pos = self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (B·T, 1, C)
         for spatial, temporal in zip(self.transformer_blocks, self.time_stack):
-            x = in_slices(spatial, x, context, max_tokens=self.max_tokens)  # frames are independent
-            x_mix = temporal(x + pos, time_context, num_frames, self.max_tokens)
+            x = in_slices(spatial, x, context, self.shortcut, max_tokens=self.max_tokens)  # frames are independent
+            x_mix = temporal(x + pos, video_context, num_frames, self.max_tokens, self.shortcut)
             alpha = self.time_mixer.alpha(image_only_indicator)
             if alpha.dim() == 2:
                 alpha = rearrange(alpha, "b t -> (b t) 1 1")
             x = alpha.to(x.dtype) * x + (1 - alpha.to(x.dtype)) * x_mix
-        x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h)
+        # Back to contiguous NCHW: a permuted (channels-last) activation would make every following convolution
+        # reorder its weights on each call.
+        x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h).contiguous()
         return x + x_in
 
 
@@ -227,6 +243,13 @@ class VideoUNet(nn.Module):
                 self.output_blocks.append(UNetBlock(block))
 
         self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+
+    def set_cross_attention_shortcut(self, enabled: bool) -> None:
+        """Every cross-attention in SVD attends to a single CLIP token, so its output is to_out(to_v(token)) for
+        every query: computed once per frame (spatial) or per video (temporal) instead of per position. Exact."""
+        for m in self.modules():
+            if isinstance(m, SpatialVideoTransformer):
+                m.shortcut = enabled
 
     def set_max_tokens(self, max_tokens: int | None) -> None:
         """Process the transformers' independent rows (frames, pixel sequences) in slices of at most this many

@@ -1,0 +1,33 @@
+"""Speed paths must not change results: each optimisation on and off, on tiny configs."""
+
+import torch
+
+from svdcli.models.layers import CrossAttention
+
+from .conftest import tiny_model
+
+
+def unet_inputs(t=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2 * t, 8, 12, 10, generator=g), torch.randn(2 * t, generator=g),
+            torch.randn(2 * t, 1, 48, generator=g), torch.randn(2 * t, 24, generator=g), t)
+
+
+def test_single_token_cross_attention_is_exact():
+    attn = CrossAttention(64, heads=4, context_dim=48)
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x, ctx = torch.randn(3, 17, 64), torch.randn(3, 1, 48)
+    with torch.no_grad():
+        full, short = attn(x, ctx), attn.single_token(ctx).expand(-1, 17, -1)
+    assert ((full - short).abs().max() / full.abs().max()).item() <= 1e-6
+
+
+def test_cross_attention_shortcut_on_and_off_give_the_same_unet_output():
+    unet = tiny_model("svd", seed=1).unet
+    args = unet_inputs()
+    with torch.no_grad():
+        on = unet(*args)
+        unet.set_cross_attention_shortcut(False)
+        off = unet(*args)
+    assert ((on - off).abs().max() / off.abs().max()).item() <= 1e-6
