@@ -4,7 +4,7 @@ weights (the diffusers modules are assigned our very tensors, so memory is not d
     python bench/speed.py --size 128x128 --frames 8 --dtype fp32            # CPU, reduced size
     python bench/speed.py --size 1024x576 --frames 25 --dtype bf16          # GPU, real size
 
-Reports the median of --runs timed runs after one warm-up, the ratio ours/diffusers, and achieved TFLOP/s (FLOPs
+Reports the medians of --runs alternating timed runs (ours, theirs, ours, ...) after one warm-up each, the ratio ours/diffusers, and achieved TFLOP/s (FLOPs
 counted with torch.utils.flop_counter on our forward; both sides do the same work up to our shortcuts).
 """
 
@@ -26,18 +26,29 @@ from svdcli.saving import diffusers_configs, diffusers_state_dicts
 from svdcli.variants import ARCHITECTURES
 
 
-def timed(fn, runs: int, device: torch.device) -> float:
-    def once():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
+def _once(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
 
-    once()  # warm-up
-    return statistics.median(once() for _ in range(runs))
+
+def timed(fn, runs: int, device: torch.device) -> float:
+    _once(fn, device)  # warm-up
+    return statistics.median(_once(fn, device) for _ in range(runs))
+
+
+def compared(ours, theirs, runs: int, device: torch.device) -> tuple[float, float]:
+    """Medians of alternating runs (after one warm-up each), so drift in machine speed hits both sides alike."""
+    _once(ours, device), _once(theirs, device)
+    a, b = [], []
+    for _ in range(runs):
+        a.append(_once(ours, device))
+        b.append(_once(theirs, device))
+    return statistics.median(a), statistics.median(b)
 
 
 def flops(fn) -> int:
@@ -73,6 +84,8 @@ def main():
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--skip-unet", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also time our U-Net under torch.compile")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype]
@@ -91,26 +104,41 @@ def main():
     ids = torch.tensor([[6.0, 127.0, 0.02]] * 2, device=device)
     y = torch.cat([timestep_embedding(ids[:, i], 256) for i in range(3)], 1).to(dtype)
 
+    def ours_args():
+        return (sample.flatten(0, 1), c_noise.repeat_interleave(t), context.repeat_interleave(t, 0),
+                y.repeat_interleave(t, 0), t)
+
     def ours():
-        return model.unet(sample.flatten(0, 1), c_noise.repeat_interleave(t), context.repeat_interleave(t, 0),
-                          y.repeat_interleave(t, 0), t)
+        return model.unet(*ours_args())
 
     def theirs():
         return ref_unet(sample, c_noise, context, ids.to(dtype)).sample
 
-    err = ((ours() - theirs().flatten(0, 1)).abs().max() / theirs().abs().max()).item()
-    f = flops(ours)
-    a, b = timed(ours, args.runs, device), timed(theirs, args.runs, device)
     print(f"device {device}, {args.dtype}, U-Net step = guidance batch of 2x{t} frames at {w}x{h} "
-          f"(latent {lw}x{lh}); median of {args.runs} after warm-up; outputs agree to {err:.1e} relative")
+          f"(latent {lw}x{lh}), decode = {t} frames; median of {args.runs} after warm-up")
     print(f"{'':14s} {'ours s':>8s} {'diffusers s':>12s} {'ratio':>6s} {'TFLOP':>7s} {'ours TFLOP/s':>13s}")
-    print(f"{'U-Net step':14s} {a:8.3f} {b:12.3f} {a / b:6.2f} {f / 1e12:7.3f} {f / a / 1e12:13.3f}")
+    if not args.skip_unet:
+        err = ((ours() - theirs().flatten(0, 1)).abs().max() / theirs().abs().max()).item()
+        f = flops(ours)
+        a, b = compared(ours, theirs, args.runs, device)
+        print(f"{'U-Net step':14s} {a:8.3f} {b:12.3f} {a / b:6.2f} {f / 1e12:7.3f} {f / a / 1e12:13.3f}"
+              f"   (outputs agree to {err:.1e} relative)")
+    if args.compile and not args.skip_unet:
+        compiled = torch.compile(model.unet, dynamic=False)
+        t0 = time.perf_counter()
+        compiled(*ours_args())
+        first = time.perf_counter() - t0
+        c = timed(lambda: compiled(*ours_args()), args.runs, device)
+        print(f"{'  compiled':14s} {c:8.3f} {b:12.3f} {c / b:6.2f} {f / 1e12:7.3f} {f / c / 1e12:13.3f}"
+              f"   (compilation + first call {first:.0f} s)")
     if not args.skip_decode:
         z = torch.randn(t, 4, lh, lw, generator=g).to(device, dtype)
+        err = ((model.vae.decode(z, t) - ref_vae.decode(z, num_frames=t).sample).abs().max()).item()
         fd = flops(lambda: model.vae.decode(z, t))
-        a, b = timed(lambda: model.vae.decode(z, t), args.runs, device), \
-            timed(lambda: ref_vae.decode(z, num_frames=t).sample, args.runs, device)
-        print(f"{'decode':14s} {a:8.3f} {b:12.3f} {a / b:6.2f} {fd / 1e12:7.3f} {fd / a / 1e12:13.3f}")
+        a, b = compared(lambda: model.vae.decode(z, t), lambda: ref_vae.decode(z, num_frames=t).sample, args.runs,
+                        device)
+        print(f"{'decode':14s} {a:8.3f} {b:12.3f} {a / b:6.2f} {fd / 1e12:7.3f} {fd / a / 1e12:13.3f}"
+              f"   (outputs agree to {err:.1e} absolute)")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,14 @@ from torch import Tensor
 from .loader import LoadedModel
 from .models.layers import timestep_embedding
 from .decoding import decode_frames
+from .flops import unet_call_flops
 from .offload import MODES, ModelOffload, SequentialOffload, unet_blocks
 from .quantize import has_stored_weights
 from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# (stage, done, total). Stages: "encode", "sample-flops" (sent once before sampling: done = FLOPs of one step,
+# total = steps), "sample" (steps), "decode" (frames).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,12 @@ class VideoPipeline:
     offload: "none", "model" or "sequential" (see offload.py). The library honours the mode on any device (on the
     CPU it only adds bookkeeping); the CLI turns it off where there is no accelerator.
     decode_overlap: frames shared by neighbouring decode windows (decoding.py); decode_tile: latent tile (h, w).
-    attention_slice: tokens per slice in the transformers (None: unsliced); same results, bounded memory."""
+    attention_slice: tokens per slice in the transformers (None: unsliced); same results, bounded memory.
+    compile: run the U-Net through torch.compile."""
 
     def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype, offload: str = "none",
-                 decode_overlap: int = 0, attention_slice: int | None = None, decode_tile: tuple[int, int] | None = None):
+                 decode_overlap: int = 0, attention_slice: int | None = None, decode_tile: tuple[int, int] | None = None,
+                 compile: bool = False):
         if offload not in MODES:
             raise ValueError(f"offload {offload!r}: choose one of {', '.join(MODES)}")
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
@@ -91,6 +96,9 @@ class VideoPipeline:
         model.vae.to(device=place, dtype=torch.float32)
         self.mover = ModelOffload(self.device) if offload != "none" else None
         self.streamer = SequentialOffload(unet_blocks(model.unet), self.device) if offload == "sequential" else None
+        # torch.compile: shapes are static within a clip, so one compilation serves every step (and every clip of a
+        # batch with the same settings); the first step pays for it.
+        self.unet = torch.compile(model.unet, dynamic=False) if compile else model.unet
 
     def phase(self, *modules):
         """Context in which `modules` are on the device (a no-op without offloading)."""
@@ -147,7 +155,7 @@ class VideoPipeline:
         guide = (TriangleFrameGuidance if s.guidance == "triangle" else LinearFrameGuidance)(s.cfg_min, s.cfg_max)
         scales = guide.scales(t)
         unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
-        unet, dtype = self.model.unet, self.dtype
+        unet, dtype = self.unet, self.dtype
 
         def denoise(x: Tensor, sigma: Tensor):
             sc = Scalings.at(sigma.float())
@@ -162,8 +170,12 @@ class VideoPipeline:
             d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
             return (d[t:], d[:t]) if unconditional else (d, None)
 
+        if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
+            h, w = concat.shape[-2:]
+            progress("sample-flops", unet_call_flops(self.model.architecture.unet, 2 if unconditional else 1, t, h, w),
+                     s.steps)
         sigmas = edm_sigmas(s.steps, s.sigma_min, s.sigma_max)
-        with self.phase(unet) if self.offload == "model" else nullcontext():
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
             latents = sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
                                    on_step=(lambda i, n: progress("sample", i, n)) if progress else None)
         frames = self.decode(latents, s.decode_chunk, progress)

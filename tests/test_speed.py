@@ -31,3 +31,17 @@ def test_cross_attention_shortcut_on_and_off_give_the_same_unet_output():
         unet.set_cross_attention_shortcut(False)
         off = unet(*args)
     assert ((on - off).abs().max() / off.abs().max()).item() <= 1e-6
+
+
+def test_compiled_pipeline_gives_the_same_frames():
+    from svdcli.images import to_tensor
+    from svdcli.pipeline import SamplingSettings, VideoPipeline
+
+    from .test_pipeline import random_image
+
+    s = SamplingSettings(frames=2, steps=2, decode_chunk=2)
+    x = to_tensor(random_image(5))
+    eager = VideoPipeline(tiny_model("svd", seed=2), torch.device("cpu"), torch.float32).generate(x, s, seed=3)
+    compiled = VideoPipeline(tiny_model("svd", seed=2), torch.device("cpu"), torch.float32, compile=True)
+    out = compiled.generate(x, s, seed=3)
+    assert (out.frames - eager.frames).abs().max().item() <= 1e-4

@@ -45,6 +45,8 @@ def generate(
                                              "sequential (U-Net blocks streamed to the GPU one ahead of use)."),
     attention_slice: str = typer.Option("auto", "--attention-slice", help="Tokens per transformer slice: auto "
                                         "(sliced when memory is short), none, or a number. Same results."),
+    compile: bool = typer.Option(False, "--compile", help="Compile the U-Net with torch.compile: minutes once per "
+                                 "shape, then faster steps (worth it for long runs and batches)."),
     weights_dtype: str = typer.Option(None, "--weights-dtype", help="How the U-Net and image encoder weights are "
                                       "stored: fp32, fp16, bf16, fp8 (1 byte, any device) or int8 (bitsandbytes). "
                                       "Default: the compute dtype."),
@@ -131,12 +133,12 @@ def generate(
             # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
             tile = (p.height // 8, p.width // 8) if picture.size[0] > p.width or picture.size[1] > p.height else None
             pipe = VideoPipeline(model, dev, dt, offload=offload, decode_overlap=decode_overlap,
-                                 attention_slice=max_tokens, decode_tile=tile)
+                                 attention_slice=max_tokens, decode_tile=tile, compile=compile)
             frames_u8, _ = render(pipe, picture, o, seed, progress)
             meta = metadata(o, p, seed, str(image), picture.size, weights_path, weights_sha256(model.files),
                             model.architecture.name, str(dev), str(dt).removeprefix("torch."),
                             weights_dtype=weights_dtype or str(dt).removeprefix("torch."), offload=offload,
-                            decode_overlap=decode_overlap)
+                            decode_overlap=decode_overlap, compile=compile)
             progress("write", 0, 1)
             sidecar = write_video(frames_u8, target, o.format, o.fps, meta, o.quality)
             progress("write", 1, 1)

@@ -32,6 +32,20 @@ class ProgressView:
         return self.progress.__exit__(*exc)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == "sample-flops":  # sent just before sampling: done = FLOPs of one step, total = steps
+            self.step_flops = done
+            self._print(f"denoising: {total} steps x {done / 1e12:.2f} TFLOP")
+            self.tasks["sample"] = self.progress.add_task(LABELS["sample"], total=total, stage="sample")
+            return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(LABELS.get(stage, stage), total=total, stage=stage)
         self.progress.update(self.tasks[stage], completed=done, total=total)
+        if stage == "sample" and done == 1 and getattr(self, "step_flops", 0):
+            elapsed = self.progress.tasks[self.tasks["sample"]].elapsed
+            if elapsed:
+                self._print(f"first step {elapsed:.1f} s ({self.step_flops / elapsed / 1e12:.3f} TFLOP/s): "
+                            f"about {elapsed * (total - 1):.0f} s of denoising to go")
+
+    def _print(self, line: str) -> None:
+        if not self.progress.disable:
+            self.progress.console.print(line, highlight=False, markup=False)

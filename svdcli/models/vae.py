@@ -88,7 +88,8 @@ class AttnBlock(nn.Module):
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
         h = self.norm(x)
         q, k, v = (rearrange(f(h), "n c y x -> n (y x) c") for f in (self.q, self.k, self.v))
-        out = rearrange(attention(q, k, v, heads=1), "n (y x) c -> n c y x", y=x.shape[2])
+        # contiguous NCHW again: a channels-last view here would make every later convolution reorder its weights
+        out = rearrange(attention(q, k, v, heads=1), "n (y x) c -> n c y x", y=x.shape[2]).contiguous()
         return x + self.proj_out(out)
 
 
