@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import __version__
 from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
-from .outputs import FORMATS, apply_watermark, ping_pong
+from .outputs import FORMATS, apply_watermark, can_watermark, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline
 from .presets import Preset
 
@@ -124,9 +124,40 @@ def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progr
 
 
 def metadata(o: Options, preset: Preset, seed: int, image_path: str, size: tuple[int, int], weights: Path,
-             weights_sha256: str, architecture: str, device: str, dtype: str, **engine) -> dict:
-    """engine: how it ran (weights_dtype, offload, decode_overlap, ...), recorded as given."""
+             weights_sha256: str, architecture: str, **engine) -> dict:
+    """engine: how it ran (device, dtype, weights_dtype, offload, decode_overlap, ...), recorded as given."""
     return {"svd_version": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "input": str(image_path), "seed": seed, "preset": preset.name, "architecture": architecture,
             "weights": str(weights), "weights_sha256": weights_sha256, "width": size[0], "height": size[1],
-            "device": device, "dtype": dtype, **engine, "settings": dataclasses.asdict(o)}
+            **engine, "settings": dataclasses.asdict(o)}
+
+
+@dataclass
+class Engine:
+    """A loaded pipeline and how it runs, making one output per call (svd generate makes one, svd batch many)."""
+    preset: Preset
+    pipe: VideoPipeline
+    weights: Path
+    weights_sha256: str
+    info: dict  # how it runs, recorded in every output's metadata (device, dtype, weights_dtype, offload, ...)
+
+    def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None) -> dict:
+        """Fit the image, generate, write target (and its sidecar) atomically; return the metadata.
+        Raises ImageError/OptionsError for the item's own faults."""
+        picture = prepare_image(image_path, o, self.preset)
+        if o.watermark and not can_watermark(*picture.size):
+            o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
+        # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
+        w, h = picture.size
+        beyond = w > self.preset.width or h > self.preset.height
+        self.pipe.decode_tile = (self.preset.height // 8, self.preset.width // 8) if beyond else None
+        frames, _ = render(self.pipe, picture, o, seed, progress)
+        meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
+                        self.pipe.model.architecture.name, **self.info)
+        meta["frames_written"] = len(frames)
+        if progress:
+            progress("write", 0, 1)
+        write_video(frames, target, o.format, o.fps, meta, o.quality)
+        if progress:
+            progress("write", 1, 1)
+        return meta
