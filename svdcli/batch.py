@@ -186,6 +186,7 @@ def run_batch(items: list[Item], out_dir: Path, template: str, base_seed: int, f
     """generate(item, seed, output) writes one output and returns its metadata, or raises ValueError (the item's
     fault: bad image, bad override). Other exceptions stop the batch."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_dir.resolve()  # the manifest records absolute paths
     manifest = Manifest(out_dir)
     recorded = manifest.done_outputs()
     outcomes = []
@@ -199,7 +200,7 @@ def run_batch(items: list[Item], out_dir: Path, template: str, base_seed: int, f
             if is_complete(output, fmt) and not force:
                 if str(output) not in recorded:  # finished, but killed before its manifest line
                     meta = json.loads(sidecar_of(output, fmt).read_text())
-                    manifest.append({"input": str(item.image), "output": str(output), "seed": meta.get("seed"),
+                    manifest.append({"input": str(item.image.resolve()), "output": str(output), "seed": meta.get("seed"),
                                      "status": "done", "recovered": True, "settings": meta.get("settings"),
                                      "rank": rank})
                 outcome = Outcome(item, "skipped", output, seed)
@@ -207,12 +208,12 @@ def run_batch(items: list[Item], out_dir: Path, template: str, base_seed: int, f
                 remove_stale_temporaries(output)
                 meta = generate(item, seed, output)
                 outcome = Outcome(item, "done", output, seed, time.perf_counter() - started)
-                manifest.append({"input": str(item.image), "output": str(output), "seed": seed, "status": "done",
+                manifest.append({"input": str(item.image.resolve()), "output": str(output), "seed": seed, "status": "done",
                                  "settings": meta.get("settings"), "seconds": round(outcome.seconds, 2),
                                  "rank": rank})
         except (ValueError, BatchError) as e:
             outcome = Outcome(item, "failed", None, seed, time.perf_counter() - started, str(e))
-            manifest.append({"input": str(item.image), "output": None, "seed": seed, "status": "failed",
+            manifest.append({"input": str(item.image.resolve()), "output": None, "seed": seed, "status": "failed",
                              "error": str(e), "rank": rank})
         outcomes.append(outcome)
         on_item(outcome, n + 1, len(items))

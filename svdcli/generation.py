@@ -10,10 +10,12 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
+from .decoding import auto_chunk
 from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
 from .outputs import FORMATS, apply_watermark, can_watermark, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline
 from .presets import Preset
+from .runtime import free_memory
 
 
 class OptionsError(ValueError):
@@ -149,6 +151,8 @@ class Engine:
             o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
         # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
         w, h = picture.size
+        if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
+            o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, h, w, free_memory(self.pipe.device)))
         beyond = w > self.preset.width or h > self.preset.height
         self.pipe.decode_tile = (self.preset.height // 8, self.preset.width // 8) if beyond else None
         frames, _ = render(self.pipe, picture, o, seed, progress)

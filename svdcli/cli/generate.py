@@ -1,6 +1,5 @@
 """`svd generate IMAGE`: image to video."""
 
-import dataclasses
 import json
 import secrets
 import signal
@@ -38,12 +37,10 @@ def generate(
     quiet: bool = c.QUIET,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
-    from ..decoding import auto_chunk
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
     from ..outputs import OutputError, output_path, watermark_available
     from ..presets import PresetError, load_preset
-    from ..runtime import free_memory
     from ..weights import WeightsError, resolve_weights
 
     interrupt_on_sigterm()
@@ -67,9 +64,6 @@ def generate(
         note("note: invisible-watermark is not installed; writing without the watermark", quiet)
     elif o.watermark and picture.width * picture.height < 256 * 256:
         note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
-    if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
-        o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, picture.height, picture.width,
-                                                           free_memory(e["device"])))
     if seed is None:
         seed = secrets.randbelow(2**31)
         note(f"seed {seed}", quiet)

@@ -4,7 +4,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-LABELS = {"load": "loading weights", "encode": "encoding image", "sample": "denoising", "decode": "decoding",
+LABELS = {"items": "items", "load": "loading weights", "encode": "encoding image", "sample": "denoising", "decode": "decoding",
           "write": "writing"}
 
 
@@ -35,16 +35,24 @@ class ProgressView:
         if stage == "sample-flops":  # sent just before sampling: done = FLOPs of one step, total = steps
             self.step_flops = done
             self._print(f"denoising: {total} steps x {done / 1e12:.2f} TFLOP")
-            self.tasks["sample"] = self.progress.add_task(LABELS["sample"], total=total, stage="sample")
+            self._start("sample", total)
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(LABELS.get(stage, stage), total=total, stage=stage)
+        elif done < self.progress.tasks[self.tasks[stage]].completed:  # the next item of a batch
+            self._start(stage, total)
         self.progress.update(self.tasks[stage], completed=done, total=total)
         if stage == "sample" and done == 1 and getattr(self, "step_flops", 0):
             elapsed = self.progress.tasks[self.tasks["sample"]].elapsed
             if elapsed:
                 self._print(f"first step {elapsed:.1f} s ({self.step_flops / elapsed / 1e12:.3f} TFLOP/s): "
                             f"about {elapsed * (total - 1):.0f} s of denoising to go")
+
+    def _start(self, stage: str, total: int) -> None:
+        if stage in self.tasks:
+            self.progress.reset(self.tasks[stage], total=total)
+        else:
+            self.tasks[stage] = self.progress.add_task(LABELS.get(stage, stage), total=total, stage=stage)
 
     def _print(self, line: str) -> None:
         if not self.progress.disable:
