@@ -36,7 +36,9 @@ def cached_snapshot(repo: str) -> Path | None:
 def _from_snapshot(snapshot: Path, preset: Preset | None) -> Path | None:
     if preset and preset.single_file and (snapshot / preset.single_file).is_file():
         return snapshot / preset.single_file
-    if (snapshot / "model_index.json").is_file() and (snapshot / "unet").is_dir():
+    # The diffusers folders hold the temporal decoder: never a stand-in for the image-decoder presets.
+    if (preset is None or preset.diffusers) and (snapshot / "model_index.json").is_file() and \
+            (snapshot / "unet").is_dir():
         return snapshot
     files = sorted(snapshot.glob("*.safetensors"))
     return files[0] if len(files) == 1 else None
@@ -59,9 +61,19 @@ def resolve_weights(spec: str | None, preset: Preset) -> Path:
         return Path(preset.weights).expanduser()
     if preset.repo and (snap := cached_snapshot(preset.repo)) and (found := _from_snapshot(snap, preset)):
         return found
-    what = f"{preset.single_file} from {preset.repo}" if preset.repo else "weights"
-    raise WeightsError(f"no weights for preset {preset.name}: pass --weights FILE|FOLDER, or download {what} "
-                       f"into the hub cache ({hub_cache_dir()})")
+    if preset.repo:
+        raise WeightsError(f"the {preset.name} weights are not downloaded: run `svd download {preset.name}` "
+                           f"(or pass --weights FILE|FOLDER)")
+    raise WeightsError(f"no weights for preset {preset.name}: pass --weights FILE|FOLDER")
+
+
+def installed(preset: Preset) -> dict | None:
+    """Where a preset's weights are in the hub cache: path, revision and size on disk; None if not there."""
+    if not preset.repo or not (snap := cached_snapshot(preset.repo)) or not (found := _from_snapshot(snap, preset)):
+        return None
+    files = [found] if found.is_file() else [p for p in found.rglob("*") if p.is_file()]
+    return {"path": str(found), "revision": snap.name, "bytes": sum(p.resolve().stat().st_size for p in files),
+            "layout": "single-file" if found.is_file() else "diffusers"}
 
 
 def _file_sha256(path: Path) -> str:
