@@ -40,7 +40,7 @@ def test_diffusers_snapshot_resolves_to_the_folder(tmp_path, monkeypatch):
 
 def test_missing_weights_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(WeightsError, match="no weights for preset svd-xt: pass --weights"):
+    with pytest.raises(WeightsError, match="not downloaded: run `svd download svd-xt`"):
         resolve_weights(None, load_preset("svd-xt"))
     with pytest.raises(WeightsError, match="no such file or folder"):
         resolve_weights("nobody/nothing", load_preset("svd-xt"))
