@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .outputs import remove_partials, sidecar_path
+
 IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff", "*.gif")
 # Per-item settings a job file may override, with their types (CLI flag names with dashes as underscores).
 OVERRIDES = {"frames": int, "steps": int, "fps": int, "fps_id": int, "motion": int, "noise_aug": float,
@@ -124,23 +126,8 @@ def output_name(template: str, item: Item, seed: int, index: int, fmt: str) -> s
     return name.rstrip(".") if fmt == "png" else name
 
 
-def sidecar_of(output: Path, fmt: str) -> Path:
-    return output.with_name(output.name + ".json") if fmt == "png" else output.with_suffix(".json")
-
-
 def is_complete(output: Path, fmt: str) -> bool:
-    return output.exists() and sidecar_of(output, fmt).is_file()
-
-
-def remove_stale_temporaries(output: Path) -> None:
-    """Temporary files of a run killed while writing this output (names from outputs.atomic_path)."""
-    import shutil
-
-    for p in output.parent.glob(f".{output.name}.*.partial*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    side = sidecar_of(output, "png" if not output.suffix else output.suffix[1:])
-    for p in output.parent.glob(f".{side.name}.*.partial*"):
-        p.unlink(missing_ok=True)
+    return output.exists() and sidecar_path(output, fmt).is_file()
 
 
 class Manifest:
@@ -199,13 +186,13 @@ def run_batch(items: list[Item], out_dir: Path, template: str, base_seed: int, f
             output = out_dir / name
             if is_complete(output, fmt) and not force:
                 if str(output) not in recorded:  # finished, but killed before its manifest line
-                    meta = json.loads(sidecar_of(output, fmt).read_text())
+                    meta = json.loads(sidecar_path(output, fmt).read_text())
                     manifest.append({"input": str(item.image.resolve()), "output": str(output), "seed": meta.get("seed"),
                                      "status": "done", "recovered": True, "settings": meta.get("settings"),
                                      "rank": rank})
                 outcome = Outcome(item, "skipped", output, seed)
             else:
-                remove_stale_temporaries(output)
+                remove_partials(output, fmt)
                 meta = generate(item, seed, output)
                 outcome = Outcome(item, "done", output, seed, time.perf_counter() - started)
                 manifest.append({"input": str(item.image.resolve()), "output": str(output), "seed": seed, "status": "done",

@@ -49,6 +49,18 @@ def apply_watermark(frames: np.ndarray) -> np.ndarray:
     return np.stack([enc.encode(np.ascontiguousarray(f[:, :, ::-1]), "dwtDct")[:, :, ::-1] for f in frames])
 
 
+def sidecar_path(target: Path, fmt: str) -> Path:
+    """The JSON beside an output: `NAME.json` for a file NAME.ext, `NAME.json` for a folder of PNGs NAME."""
+    return target.with_name(target.name + ".json") if fmt == "png" else target.with_suffix(".json")
+
+
+def remove_partials(target: Path, fmt: str) -> None:
+    """Temporary files that a killed run left for target and its sidecar (names made by atomic_path)."""
+    for t in (target, sidecar_path(target, fmt)):
+        for p in t.parent.glob(f".{t.name}.*.partial*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def numbered_path(directory: Path, stem: str, suffix: str) -> Path:
     """The first `{stem}_NNNN{suffix}` in directory that does not exist (with its sidecar)."""
     n = 1
@@ -147,7 +159,7 @@ def write_video(frames: np.ndarray, target: Path, fmt: str, fps: float, metadata
             write_png_frames(frames, tmp, metadata)
         else:
             write_animation(frames, tmp, fps, metadata, fmt)
-    sidecar = target.with_name(target.name + ".json") if fmt == "png" else target.with_suffix(".json")
+    sidecar = sidecar_path(target, fmt)
     with atomic_path(sidecar) as tmp_json:
         tmp_json.write_text(json.dumps(metadata, indent=2) + "\n")
     return sidecar

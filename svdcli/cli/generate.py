@@ -39,7 +39,7 @@ def generate(
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
-    from ..outputs import OutputError, output_path, watermark_available
+    from ..outputs import OutputError, output_path, sidecar_path, watermark_available
     from ..presets import PresetError, load_preset
     from ..weights import WeightsError, resolve_weights
 
@@ -74,7 +74,7 @@ def generate(
     except KeyboardInterrupt:
         fail("interrupted; no output was written", 130)
     seconds = time.perf_counter() - started
-    sidecar = target.with_name(target.name + ".json") if o.format == "png" else target.with_suffix(".json")
+    sidecar = sidecar_path(target, o.format)
     if as_json:
         sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar), "seed": seed,
                                      "frames": meta["frames_written"], "width": meta["width"],
