@@ -47,7 +47,7 @@ def batch(
     compile: bool = c.COMPILE, weights_dtype: str = c.WEIGHTS_DTYPE, device: str = c.DEVICE, dtype: str = c.DTYPE,
     fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP, no_watermark: bool = c.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per item on stdout."),
-    quiet: bool = c.QUIET,
+    quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
     """Generate a video for every image of a folder or job file, loading the model once."""
     from ..batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
@@ -97,7 +97,7 @@ def batch(
     try:
         with ProgressView(err, quiet) as progress:
             progress("items", 0, len(items))
-            engine = c.open_engine(p, weights_path, e, compile, progress)
+            engine = c.open_engine(p, weights_path, e, compile, progress, lora)
             run_batch(items, out, name, seed, force, fmt, make, on_item, rank=index)
     except KeyboardInterrupt:
         fail("interrupted; finished items are kept, run the same command again to resume", 130)

@@ -41,6 +41,7 @@ WEIGHTS_DTYPE = typer.Option(None, "--weights-dtype", help="How the U-Net and im
                              "fp32, fp16, bf16, fp8 (1 byte, any device) or int8 (bitsandbytes). Default: the "
                              "compute dtype.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress, notes or warnings on stderr.")
+LORA = typer.Option(None, "--lora", help="A LoRA file, optionally with a scale (FILE:0.8); repeatable.")
 
 
 def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,
@@ -75,7 +76,7 @@ def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | 
             "decode_overlap": decode_overlap}
 
 
-def open_engine(preset, weights_path, e: dict, compile: bool, progress):
+def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: list[str] | None = None):
     """Load the weights and build the pipeline; a bad checkpoint ends the command with one line."""
     from ..generation import Engine
     from ..loader import load
@@ -88,9 +89,16 @@ def open_engine(preset, weights_path, e: dict, compile: bool, progress):
                      architecture=preset.architecture, weights_dtype=e["weights_dtype"], progress=progress)
     except CheckpointError as err:
         fail(str(err))
+    from ..lora import LoraError, apply_loras
+
+    try:  # hooked before the pipeline is built, so a compiled U-Net includes them
+        apply_loras(model.unet, model.architecture, loras or [])
+    except LoraError as err:
+        fail(str(err))
     pipe = VideoPipeline(model, e["device"], e["dtype"], offload=e["offload"], decode_overlap=e["decode_overlap"],
                          attention_slice=e["max_tokens"], compile=compile)
     dtype = str(e["dtype"]).removeprefix("torch.")
     info = {"device": str(e["device"]), "dtype": dtype, "weights_dtype": e["weights_dtype"] or dtype,
-            "offload": e["offload"], "decode_overlap": e["decode_overlap"], "compile": compile}
+            "offload": e["offload"], "decode_overlap": e["decode_overlap"], "compile": compile,
+            "loras": list(loras or [])}
     return Engine(preset, pipe, weights_path, weights_sha256(model.files), info)

@@ -34,7 +34,7 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = c.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET,
+    quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
@@ -69,7 +69,7 @@ def generate(
         note(f"seed {seed}", quiet)
     try:
         with ProgressView(err, quiet) as progress:
-            engine = c.open_engine(p, weights_path, e, compile, progress)
+            engine = c.open_engine(p, weights_path, e, compile, progress, lora)
             meta = engine.make(image, o, seed, target, progress)
     except KeyboardInterrupt:
         fail("interrupted; no output was written", 130)

@@ -1,0 +1,143 @@
+"""LoRA files: applying low-rank updates to the U-Net's linear layers at run time.
+
+Each targeted Linear gets y += scale · (alpha / rank) · B(A(x)) through a forward hook, so the base weights are not
+touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model, and several LoRAs
+add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
+(rank, in); `<module>.lora_B.weight`, (out, rank)) and record what they were made for in the `svdcli.lora`
+metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
+`base_model.model.<path>.lora_A.weight`, `.lora.down/.lora.up`) are accepted too.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from . import keymaps
+from .safetensors_io import CheckpointError, SafetensorsFile
+from .variants import Architecture
+
+META_KEY = "svdcli.lora"
+TEMPORAL_TARGET = re.compile(r"\.time_stack\.0\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)$")
+
+
+class LoraError(ValueError):
+    """A LoRA that does not fit the model; one line for the user."""
+
+
+@dataclass
+class Lora:
+    path: Path
+    pairs: dict[str, tuple[Tensor, Tensor]]  # our module path -> (A (rank, in), B (out, rank))
+    alpha: float
+    rank: int
+    meta: dict
+
+
+def parse_spec(spec: str) -> tuple[str, float]:
+    """FILE or FILE:SCALE."""
+    path, sep, scale = spec.rpartition(":")
+    if sep and re.fullmatch(r"-?\d+(\.\d+)?", scale):
+        return path, float(scale)
+    return spec, 1.0
+
+
+def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
+    """diffusers module path -> our module path, for every Linear of the U-Net (from the one key table)."""
+    from .loader import _meta_modules
+
+    out = {}
+    unet = _meta_modules(arch)["unet"]
+    for name, m in unet.named_modules():
+        if isinstance(m, nn.Linear):
+            theirs = keymaps.unet_source(name + ".weight", arch.unet).keys[0]
+            out[theirs.removesuffix(".weight")] = name
+    return out
+
+
+def read_lora(path: str | Path, arch: Architecture) -> Lora:
+    f = SafetensorsFile(path)
+    meta = json.loads(f.metadata.get(META_KEY, "{}"))
+    if meta.get("architecture") and meta["architecture"] != arch.name:
+        raise LoraError(f"{path}: made for {meta['architecture']}, not {arch.name}")
+    renames = None
+    a_keys = {}
+    for k in f.keys():
+        m = re.match(r"^(?:base_model\.model\.|unet\.|lora_unet\.)?(.+?)\.(lora_A|lora_down|lora\.down)\.weight$", k)
+        if m:
+            a_keys[m.group(1)] = k
+    if not a_keys:
+        raise LoraError(f"{path}: no LoRA pairs found (expected *.lora_A.weight / *.lora_B.weight)")
+    pairs, alpha, rank = {}, None, None
+    for module, a_key in a_keys.items():
+        b_key = a_key.replace("lora_A", "lora_B").replace("lora_down", "lora_up").replace("lora.down", "lora.up")
+        if b_key not in f:
+            raise LoraError(f"{path}: {a_key} has no matching up/B matrix")
+        ours = module
+        if ours.startswith(("down_blocks", "up_blocks", "mid_block", "conv_in", "time_embedding", "add_embedding")):
+            renames = renames or _diffusers_to_ours(arch)
+            if ours not in renames:
+                raise LoraError(f"{path}: {module} is not a linear layer of the {arch.name} U-Net")
+            ours = renames[ours]
+        a, b = f.read(a_key).float(), f.read(b_key).float()
+        pairs[ours] = (a, b)
+        rank = a.shape[0]
+        alpha_key = a_key.rsplit(".", 2)[0] + ".alpha"
+        if alpha_key in f:
+            alpha = float(f.read(alpha_key).float())
+    alpha = float(meta.get("alpha", alpha if alpha is not None else rank))
+    return Lora(Path(path), pairs, alpha, int(meta.get("rank", rank)), meta)
+
+
+def _hook(a: Tensor, b: Tensor, factor: float):
+    def add(module, args, output):
+        x = args[0]
+        return output + factor * ((x.to(a.dtype) @ a.T) @ b.T).to(output.dtype)
+    return add
+
+
+def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hook each LoRA (FILE[:SCALE]) onto the U-Net; returns the hook handles (remove() to take them off)."""
+    handles = []
+    device = next(p.device for p in unet.parameters())
+    for spec in specs:
+        path, scale = parse_spec(spec)
+        try:
+            lora = read_lora(path, arch)
+        except CheckpointError as e:
+            raise LoraError(str(e)) from None
+        if scale == 0:
+            continue  # exactly the base model
+        for name, (a, b) in lora.pairs.items():
+            try:
+                layer = unet.get_submodule(name)
+            except AttributeError:
+                raise LoraError(f"{path}: {name} is not a layer of the {arch.name} U-Net") from None
+            out_f, in_f = getattr(layer, "out_features", None), getattr(layer, "in_features", None)
+            if (b.shape[0], a.shape[1]) != (out_f, in_f) or a.shape[0] != b.shape[1]:
+                raise LoraError(f"{path}: {name} has shape ({b.shape[0]}, {a.shape[1]}); the model's layer is "
+                                f"({out_f}, {in_f}) — a LoRA for another model size")
+            handles.append(layer.register_forward_hook(_hook(a.to(device), b.to(device),
+                                                             scale * lora.alpha / lora.rank)))
+    return handles
+
+
+def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: Architecture, alpha: float,
+              **meta) -> None:
+    """Our file format (used by train-lora and the tests)."""
+    from .saving import _write
+
+    tensors = {}
+    for name, (a, b) in pairs.items():
+        tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
+    rank = next(iter(pairs.values()))[0].shape[0]
+    _write(tensors, Path(path), {META_KEY: json.dumps({"architecture": arch.name, "rank": rank, "alpha": alpha,
+                                                       **meta})})
+
+
+def temporal_targets(unet: nn.Module) -> list[str]:
+    """The paper's choice: the projections of the temporal attention blocks."""
+    return [n for n, m in unet.named_modules() if isinstance(m, nn.Linear) and TEMPORAL_TARGET.search(n)]

@@ -1,0 +1,109 @@
+"""LoRA files: applied at run time, exact at scale 0, the diffusers/peft naming, and refusals."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from svdcli.keymaps import unet_source
+from svdcli.lora import LoraError, apply_loras, save_lora, temporal_targets
+from svdcli.saving import _write, save_single_file
+
+from .conftest import tiny_model
+from .test_speed import unet_inputs
+
+
+def random_pairs(unet, rank=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pairs = {}
+    for name in temporal_targets(unet):
+        layer = unet.get_submodule(name)
+        pairs[name] = (torch.randn(rank, layer.in_features, generator=g) * 0.1,
+                       torch.randn(layer.out_features, rank, generator=g) * 0.1)
+    return pairs
+
+
+@pytest.fixture
+def model():
+    return tiny_model("svd", seed=1)
+
+
+def test_targets_are_the_temporal_attention_projections(model):
+    targets = temporal_targets(model.unet)
+    transformers = sum(1 for n, _ in model.unet.named_modules() if n.endswith(".time_stack.0"))
+    assert len(targets) == 8 * transformers  # attn1 and attn2: to_q, to_k, to_v, to_out.0
+    assert all(".time_stack.0.attn" in t for t in targets)
+
+
+def test_lora_changes_output_scale_zero_is_exact_and_hooks_equal_merged_weights(model, tmp_path):
+    pairs = random_pairs(model.unet)
+    save_lora(pairs, tmp_path / "l.safetensors", model.architecture, alpha=2.0, motion="zoom")
+    args = unet_inputs()
+    with torch.no_grad():
+        base = model.unet(*args)
+        handles = apply_loras(model.unet, model.architecture, [str(tmp_path / "l.safetensors") + ":0"])
+        assert handles == [] and torch.equal(model.unet(*args), base)
+        handles = apply_loras(model.unet, model.architecture, [str(tmp_path / "l.safetensors") + ":0.5"])
+        hooked = model.unet(*args)
+        for h in handles:
+            h.remove()
+        assert (hooked - base).abs().max() > 1e-3
+        for name, (a, b) in pairs.items():  # merge ΔW = 0.5 · (alpha / rank) · B·A into the weights instead
+            model.unet.get_submodule(name).weight += 0.5 * (2.0 / 4) * b @ a
+        merged = model.unet(*args)
+    assert ((hooked - merged).abs().max() / merged.abs().max()).item() < 1e-5
+
+
+def test_diffusers_and_peft_names_are_accepted(model, tmp_path):
+    pairs = random_pairs(model.unet, seed=3)
+    save_lora(pairs, tmp_path / "ours.safetensors", model.architecture, alpha=4.0)
+    cfg = model.architecture.unet
+    theirs = {}
+    for name, (a, b) in pairs.items():
+        path = unet_source(name + ".weight", cfg).keys[0].removesuffix(".weight")
+        theirs[f"base_model.model.{path}.lora_A.weight"], theirs[f"base_model.model.{path}.lora_B.weight"] = a, b
+    _write(theirs, tmp_path / "peft.safetensors")  # no metadata: alpha defaults to the rank
+    args = unet_inputs()
+    with torch.no_grad():
+        hs = apply_loras(model.unet, model.architecture, [str(tmp_path / "ours.safetensors")])
+        ours = model.unet(*args)
+        [h.remove() for h in hs]
+        apply_loras(model.unet, model.architecture, [str(tmp_path / "peft.safetensors")])
+        peft = model.unet(*args)
+    assert torch.allclose(ours, peft, atol=1e-6)  # alpha 4 = rank 4 in both
+
+
+def test_mismatched_loras_are_refused(model, tmp_path):
+    pairs = random_pairs(model.unet)
+    save_lora(pairs, tmp_path / "sv3d.safetensors", tiny_model("sv3d_p").architecture, alpha=1.0)
+    with pytest.raises(LoraError, match="made for sv3d_p, not svd"):
+        apply_loras(model.unet, model.architecture, [str(tmp_path / "sv3d.safetensors")])
+    name = next(iter(pairs))
+    bad = {name: (torch.zeros(4, 7), torch.zeros(3, 4))}
+    save_lora(bad, tmp_path / "size.safetensors", model.architecture, alpha=1.0)
+    with pytest.raises(LoraError, match="another model size"):
+        apply_loras(model.unet, model.architecture, [str(tmp_path / "size.safetensors")])
+    save_lora({"nowhere.to_q": pairs[name]}, tmp_path / "name.safetensors", model.architecture, alpha=1.0)
+    with pytest.raises(LoraError, match="not a layer"):
+        apply_loras(model.unet, model.architecture, [str(tmp_path / "name.safetensors")])
+
+
+def test_generate_with_lora(model, tmp_path):
+    from PIL import Image
+
+    save_single_file(model, tmp_path / "w.safetensors")
+    save_lora(random_pairs(model.unet), tmp_path / "zoom.safetensors", model.architecture, alpha=4.0)
+    Image.new("RGB", (128, 64), (90, 120, 200)).save(tmp_path / "in.png")
+    base = [sys.executable, "-m", "svdcli", "generate", str(tmp_path / "in.png"), "--weights",
+            str(tmp_path / "w.safetensors"), "--preset", "svd", "--size", "128x64", "--frames", "2", "--steps", "1",
+            "--seed", "1", "--quiet"]
+    r = subprocess.run(base + ["--lora", f"{tmp_path / 'zoom.safetensors'}:0.7", "--out", str(tmp_path / "o.mp4")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "o.json").read_text())["loras"] == [f"{tmp_path / 'zoom.safetensors'}:0.7"]
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    r = subprocess.run(base + ["--lora", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "p.mp4")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.mp4").exists()
