@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,6 @@ class LoadedModel:
     release: str | None = None  # e.g. "svd_xt_1_1.safetensors" when the file name is a released one
     skipped_tensors: int = 0
     weights_dtype: str | None = None  # storage dtype of the U-Net's and image encoder's big matrices
-    extra: dict = field(default_factory=dict)
 
     def components(self) -> dict[str, nn.Module]:
         return {"unet": self.unet, "vae": self.vae, "image_encoder": self.image_encoder}

@@ -7,7 +7,7 @@ Architectures (what the loader can tell from the tensors):
 SVD, SVD-XT and SVD-XT 1.1 have identical tensors; which one a file is matters only to sampling defaults (presets).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .models.clip import CLIPConfig
 from .models.unet import UNetConfig
@@ -75,6 +75,3 @@ RELEASED_FILES = {
     "sv3d_u.safetensors": "sv3d_u", "sv3d_p.safetensors": "sv3d_p",
 }
 
-
-def with_configs(arch: Architecture, unet: UNetConfig, vae: VAEConfig, clip: CLIPConfig) -> Architecture:
-    return replace(arch, unet=unet, vae=vae, clip=clip)
