@@ -29,7 +29,7 @@ def temporal_windows(frames: int, chunk: int, overlap: int) -> list[tuple[int, i
     return [(s, s + chunk) for s in starts]
 
 
-def _ramp_weights(start: int, end: int, frames: int, prev_end: int, next_start: int) -> Tensor:
+def _ramp_weights(start: int, end: int, prev_end: int, next_start: int) -> Tensor:
     """Per-frame weights of one window: rising over the overlap with the previous window, falling over the overlap
     with the next, 1 elsewhere (never 0, so every frame is covered)."""
     w = torch.ones(end - start)
@@ -62,7 +62,7 @@ def decode_frames(vae: VAE, latents: Tensor, device: torch.device, chunk: int, o
             weight = torch.zeros(t)
         prev_end = windows[i - 1][1] if i else s
         next_start = windows[i + 1][0] if i + 1 < len(windows) else e
-        w = _ramp_weights(s, e, t, prev_end, next_start)
+        w = _ramp_weights(s, e, prev_end, next_start)
         out[s:e] += frames * w.view(-1, 1, 1, 1)
         weight[s:e] += w
         if progress:

@@ -143,10 +143,11 @@ class Engine:
     weights_sha256: str
     info: dict  # how it runs, recorded in every output's metadata (device, dtype, weights_dtype, offload, ...)
 
-    def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None) -> dict:
-        """Fit the image, generate, write target (and its sidecar) atomically; return the metadata.
-        Raises ImageError/OptionsError for the item's own faults."""
-        picture = prepare_image(image_path, o, self.preset)
+    def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None,
+             picture: Image.Image | None = None) -> dict:
+        """Fit the image (unless the caller already did: picture), generate, write target (and its sidecar)
+        atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults."""
+        picture = picture if picture is not None else prepare_image(image_path, o, self.preset)
         if o.watermark and not can_watermark(*picture.size):
             o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
         # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).

@@ -39,7 +39,7 @@ def generate(
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
-    from ..outputs import OutputError, output_path, sidecar_path, watermark_available
+    from ..outputs import OutputError, can_watermark, output_path, sidecar_path, watermark_available
     from ..presets import PresetError, load_preset
     from ..weights import WeightsError, resolve_weights
 
@@ -53,7 +53,7 @@ def generate(
                                       decode_chunk=decode_chunk, fmt=fmt, loop=loop, watermark=watermark,
                                       quality=quality)
         e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
-        picture = prepare_image(image, o, p)  # checked before the weights are loaded; made again by the engine
+        picture = prepare_image(image, o, p)  # checked before the weights are loaded, then handed to the engine
         target = output_path(out, image.stem, o.format, overwrite)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
@@ -62,7 +62,7 @@ def generate(
         note(f"warning: {w}", quiet)
     if not no_watermark and not watermark:
         note("note: invisible-watermark is not installed; writing without the watermark", quiet)
-    elif o.watermark and picture.width * picture.height < 256 * 256:
+    elif o.watermark and not can_watermark(*picture.size):
         note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
     if seed is None:
         seed = secrets.randbelow(2**31)
@@ -70,7 +70,7 @@ def generate(
     try:
         with ProgressView(err, quiet) as progress:
             engine = c.open_engine(p, weights_path, e, compile, progress, lora)
-            meta = engine.make(image, o, seed, target, progress)
+            meta = engine.make(image, o, seed, target, progress, picture=picture)
     except KeyboardInterrupt:
         fail("interrupted; no output was written", 130)
     seconds = time.perf_counter() - started
