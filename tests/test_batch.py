@@ -132,3 +132,17 @@ def test_shards_split_the_batch_disjointly_and_completely(weights, tmp_path):
     assert produced[0].isdisjoint(produced[1])
     assert produced[0] | produced[1] == {n.replace(".png", ".mp4") for n in names}
     assert batch(weights, str(tmp_path / "in"), "--out", str(tmp_path / "x"), "--shard", "2/2").returncode == 2
+
+
+def test_torchrun_environment_picks_the_same_share_as_shard(weights, tmp_path):
+    names = [f"r{i}.png" for i in range(5)]
+    make_images(tmp_path / "in", names)
+    by_flag = batch(weights, str(tmp_path / "in"), "--out", str(tmp_path / "a"), "--shard", "1/2")
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}  # as torchrun sets them (CPU: stays CPU)
+    cmd = [sys.executable, "-m", "svdcli", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "b"), "--weights",
+           str(weights), "--preset", "svd", "--size", "128x64", "--frames", "2", "--steps", "1", "--quiet"]
+    by_env = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert by_flag.returncode == by_env.returncode, by_env.stderr
+    outputs = [sorted(p.name for p in (tmp_path / d).glob("*.mp4")) if (tmp_path / d).exists() else []
+               for d in "ab"]
+    assert outputs[0] == outputs[1]
