@@ -21,7 +21,13 @@ from .safetensors_io import CheckpointError, SafetensorsFile
 from .variants import Architecture
 
 META_KEY = "svdcli.lora"
-TEMPORAL_TARGET = re.compile(r"\.time_stack\.0\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)$")
+# The attention projections a LoRA can change. Cross-attention attends to a single CLIP token, so its softmax is
+# exactly 1 whatever the query and key: attn2's to_q and to_k have no effect (and would get no gradient); only its
+# to_v and to_out.0 are targets.
+_PROJECTIONS = r"\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_v|to_out\.0))$"
+TARGETS = {"temporal": re.compile(r"\.time_stack\.0" + _PROJECTIONS),  # the paper's choice
+           "spatial": re.compile(r"\.transformer_blocks\.0" + _PROJECTIONS),
+           "all": re.compile(r"\.(time_stack|transformer_blocks)\.0" + _PROJECTIONS)}
 
 
 class LoraError(ValueError):
@@ -58,11 +64,17 @@ def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
     return out
 
 
-def read_lora(path: str | Path, arch: Architecture) -> Lora:
+def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) -> Lora:
+    """variant: the preset in use; a LoRA trained on another built-in variant (svd vs svd-xt, ...) is refused."""
+    from .presets import builtin_names
+
     f = SafetensorsFile(path)
     meta = json.loads(f.metadata.get(META_KEY, "{}"))
     if meta.get("architecture") and meta["architecture"] != arch.name:
         raise LoraError(f"{path}: made for {meta['architecture']}, not {arch.name}")
+    made_for = meta.get("variant")
+    if variant and made_for and made_for != variant and {made_for, variant} <= set(builtin_names()):
+        raise LoraError(f"{path}: made for {made_for}, not {variant}")
     renames = None
     a_keys = {}
     for k in f.keys():
@@ -99,14 +111,16 @@ def _hook(a: Tensor, b: Tensor, factor: float):
     return add
 
 
-def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str]) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hook each LoRA (FILE[:SCALE]) onto the U-Net; returns the hook handles (remove() to take them off)."""
+def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
+                variant: str | None = None) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hook each LoRA (FILE[:SCALE]) onto the U-Net; returns the hook handles (remove() to take them off).
+    variant: the preset in use, checked against the one a LoRA was trained on."""
     handles = []
     device = next(p.device for p in unet.parameters())
     for spec in specs:
         path, scale = parse_spec(spec)
         try:
-            lora = read_lora(path, arch)
+            lora = read_lora(path, arch, variant)
         except CheckpointError as e:
             raise LoraError(str(e)) from None
         if scale == 0:
@@ -138,6 +152,9 @@ def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: A
                                                        **meta})})
 
 
-def temporal_targets(unet: nn.Module) -> list[str]:
-    """The paper's choice: the projections of the temporal attention blocks."""
-    return [n for n, m in unet.named_modules() if isinstance(m, nn.Linear) and TEMPORAL_TARGET.search(n)]
+def lora_targets(unet: nn.Module, which: str = "temporal") -> list[str]:
+    """Module paths of the Linear layers a LoRA trains: "temporal" (the paper's choice: the temporal attention
+    blocks), "spatial" or "all"."""
+    if which not in TARGETS:
+        raise LoraError(f"targets {which!r}: choose one of {', '.join(TARGETS)}")
+    return [n for n, m in unet.named_modules() if isinstance(m, nn.Linear) and TARGETS[which].search(n)]

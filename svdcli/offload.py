@@ -33,9 +33,11 @@ class ModelOffload:
 
     def __init__(self, device: torch.device, home: torch.device = torch.device("cpu")):
         self.device, self.home = device, home
+        self.resident: set[nn.Module] = set()  # components that stay on the device (a U-Net being trained)
 
     @contextmanager
     def phase(self, *modules: nn.Module):
+        modules = [m for m in modules if m not in self.resident]
         for m in modules:
             m.to(self.device)
         try:

@@ -68,14 +68,21 @@ def check_int8(device: torch.device) -> None:
     if device.type not in ("cuda", "cpu"):
         raise QuantizeError(f"--weights-dtype int8 needs bitsandbytes, which does not support {device.type}; "
                             "use --weights-dtype fp8")
+    if import_bitsandbytes() is None:
+        raise QuantizeError("--weights-dtype int8 needs bitsandbytes (pip install bitsandbytes); "
+                            "or use --weights-dtype fp8, which needs nothing")
+
+
+def import_bitsandbytes():
+    """The bitsandbytes module, or None if it is not installed."""
     # bitsandbytes logs a notice about its optional 4-bit CPU kernels at import and one per int8 matmul about
     # casting inputs to fp16 (which LLM.int8 always does); neither is actionable for our users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except ImportError:
-        raise QuantizeError("--weights-dtype int8 needs bitsandbytes (pip install bitsandbytes); "
-                            "or use --weights-dtype fp8, which needs nothing") from None
+        return None
+    return bitsandbytes
 
 
 def int8_linear(linear: nn.Linear, value: Tensor, device: torch.device) -> nn.Module:

@@ -32,8 +32,12 @@ def refuse_pickle(path: Path) -> None:
     head = b""
     if path.is_file():
         with open(path, "rb") as f:
-            head = f.read(4)
-    if path.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head == b"PK\x03\x04":
+            head = f.read(9)
+    # A safetensors file starts with its header length (u64) and then "{"; the length's first byte may well be
+    # 0x80, so the pickle magic only counts when the file is not shaped like safetensors.
+    safetensors = len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+    if path.suffix.lower() in PICKLE_SUFFIXES or (not safetensors and (head[:1] == b"\x80" or
+                                                                      head[:4] == b"PK\x03\x04")):
         raise CheckpointError(f"{path}: pickle-based checkpoints (.ckpt/.pt/.bin) are refused because loading them "
                               "can run code; use the .safetensors file of the same model")
 

@@ -169,3 +169,18 @@ def test_cli_inspect_reports_the_checkpoint(tmp_path, good_file):
     info = json.loads(r.stdout)
     assert info["architecture"] == "svd" and info["layout"] == "single-file"
     assert info["parameters"]["unet"] == sum(p.numel() for p in tiny_model("svd").unet.parameters())
+
+
+def test_a_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    """The u64 header length of a safetensors file may begin with 0x80, pickle's first byte: not a pickle."""
+    from safetensors.torch import save_file
+
+    from svdcli.safetensors_io import SafetensorsFile
+
+    path = tmp_path / "x.safetensors"
+    for pad in range(400):
+        save_file({"t": torch.arange(3.0)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert torch.equal(SafetensorsFile(path).read("t"), torch.arange(3.0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from svdcli.keymaps import unet_source
-from svdcli.lora import LoraError, apply_loras, save_lora, temporal_targets
+from svdcli.lora import LoraError, apply_loras, save_lora, lora_targets
 from svdcli.saving import _write, save_single_file
 
 from .conftest import tiny_model
@@ -18,7 +18,7 @@ from .test_speed import unet_inputs
 def random_pairs(unet, rank=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     pairs = {}
-    for name in temporal_targets(unet):
+    for name in lora_targets(unet):
         layer = unet.get_submodule(name)
         pairs[name] = (torch.randn(rank, layer.in_features, generator=g) * 0.1,
                        torch.randn(layer.out_features, rank, generator=g) * 0.1)
@@ -30,11 +30,16 @@ def model():
     return tiny_model("svd", seed=1)
 
 
-def test_targets_are_the_temporal_attention_projections(model):
-    targets = temporal_targets(model.unet)
+def test_targets_are_the_attention_projections(model):
+    targets = lora_targets(model.unet)
     transformers = sum(1 for n, _ in model.unet.named_modules() if n.endswith(".time_stack.0"))
-    assert len(targets) == 8 * transformers  # attn1 and attn2: to_q, to_k, to_v, to_out.0
+    assert len(targets) == 6 * transformers  # attn1: to_q, to_k, to_v, to_out.0; attn2 (one token): to_v, to_out.0
     assert all(".time_stack.0.attn" in t for t in targets)
+    spatial = lora_targets(model.unet, "spatial")
+    assert len(spatial) == len(targets) and all(".transformer_blocks.0.attn" in t for t in spatial)
+    assert sorted(lora_targets(model.unet, "all")) == sorted(targets + spatial)
+    with pytest.raises(LoraError):
+        lora_targets(model.unet, "everything")
 
 
 def test_lora_changes_output_scale_zero_is_exact_and_hooks_equal_merged_weights(model, tmp_path):

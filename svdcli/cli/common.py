@@ -92,7 +92,7 @@ def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: l
     from ..lora import LoraError, apply_loras
 
     try:  # hooked before the pipeline is built, so a compiled U-Net includes them
-        apply_loras(model.unet, model.architecture, loras or [])
+        apply_loras(model.unet, model.architecture, loras or [], preset.name)
     except LoraError as err:
         fail(str(err))
     pipe = VideoPipeline(model, e["device"], e["dtype"], offload=e["offload"], decode_overlap=e["decode_overlap"],

@@ -5,14 +5,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 LABELS = {"items": "items", "load": "loading weights", "encode": "encoding image", "sample": "denoising", "decode": "decoding",
-          "write": "writing"}
+          "write": "writing", "cache": "encoding clips", "train": "training"}
 
 
 class SecondsPerStep(ProgressColumn):
     def render(self, task) -> Text:
-        if task.fields.get("stage") != "sample" or not task.completed or task.elapsed is None:
+        if task.fields.get("stage") not in ("sample", "train") or not task.completed or task.elapsed is None:
             return Text("")
-        return Text(f"{task.elapsed / task.completed:.2f} s/step", style="cyan")
+        loss = f"loss {task.fields['loss']:.4f}  " if task.fields.get("loss") is not None else ""
+        return Text(f"{loss}{task.elapsed / task.completed:.2f} s/step", style="cyan")
 
 
 class ProgressView:
@@ -31,7 +32,7 @@ class ProgressView:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, **fields) -> None:
         if stage == "sample-flops":  # sent just before sampling: done = FLOPs of one step, total = steps
             self.step_flops = done
             self._print(f"denoising: {total} steps x {done / 1e12:.2f} TFLOP")
@@ -41,7 +42,7 @@ class ProgressView:
             self.tasks[stage] = self.progress.add_task(LABELS.get(stage, stage), total=total, stage=stage)
         elif done < self.progress.tasks[self.tasks[stage]].completed:  # the next item of a batch
             self._start(stage, total)
-        self.progress.update(self.tasks[stage], completed=done, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total, **fields)
         if stage == "sample" and done == 1 and getattr(self, "step_flops", 0):
             elapsed = self.progress.tasks[self.tasks["sample"]].elapsed
             if elapsed:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, timestep_embedding
 
@@ -243,6 +244,7 @@ class VideoUNet(nn.Module):
                 self.output_blocks.append(UNetBlock(block))
 
         self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        self.checkpointing = False  # training: recompute each block's activations in the backward pass
 
     def set_cross_attention_shortcut(self, enabled: bool) -> None:
         """Every cross-attention in SVD attends to a single CLIP token, so its output is to_out(to_v(token)) for
@@ -266,13 +268,23 @@ class VideoUNet(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(dtype))
         emb = emb + self.label_emb(y.to(dtype))
         h, context = x, context.to(dtype)
+        run = self._checkpointed if self.checkpointing and torch.is_grad_enabled() else _call
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb, context, num_frames, image_only_indicator)
+            h = run(block, h, emb, context, num_frames, image_only_indicator)
             skips.append(h)
-        h = self.middle_block(h, emb, context, num_frames, image_only_indicator)
+        h = run(self.middle_block, h, emb, context, num_frames, image_only_indicator)
         for block in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)
             target = skips[-1].shape[-2:] if skips else None  # the next skip's size is where an upsample must land
-            h = block(h, emb, context, num_frames, image_only_indicator, target)
+            h = run(block, h, emb, context, num_frames, image_only_indicator, target)
         return self.out(h)
+
+    @staticmethod
+    def _checkpointed(block: nn.Module, *args) -> Tensor:
+        # Keeps only each block's input; its inside is recomputed during backward (about a third more compute).
+        return checkpoint(block, *args, use_reentrant=False)
+
+
+def _call(block: nn.Module, *args) -> Tensor:
+    return block(*args)

@@ -1,0 +1,161 @@
+"""`svd train-lora CLIPS/ --motion zoom`: a camera-motion LoRA from a folder of clips."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from . import app, common as c, err, fail, note
+from .generate import interrupt_on_sigterm
+from .progress import ProgressView
+
+
+def _torchrun(gpus: int) -> int:
+    """Run this same command under torchrun, one process per GPU, without --gpus."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--gpus":
+            skip = True
+            continue
+        if a.startswith("--gpus="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}", "-m",
+           "svdcli", *args]
+    return subprocess.run(cmd).returncode
+
+
+@app.command(name="train-lora")
+def train_lora(
+    clips: Path = typer.Argument(..., help="Folder of clips (videos, frame folders) or of a curate manifest."),
+    motion: str = typer.Option(..., help="Camera motion to learn: zoom, pan, tilt, static, roll, any, or one label "
+                                         "(zoom-in, pan-left, ...)."),
+    out: Path = typer.Option(None, help="The LoRA file. Default: MOTION.safetensors in the current folder."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints, cache, log, samples. Default: OUT's name "
+                                                           "with -train."),
+    preset: str = c.PRESET, weights: str = c.WEIGHTS,
+    frames: int = typer.Option(None, help="Frames per training window (default: the preset's)."),
+    size: str = typer.Option(None, help="WIDTHxHEIGHT of the windows, multiples of 64 (default: the preset's)."),
+    fps: float = typer.Option(None, help="Rate to sample windows at (default: the preset's fps); the model is "
+                                         "conditioned on the rate actually sampled."),
+    steps: int = typer.Option(1000, help="Optimizer steps."),
+    rank: int = typer.Option(16, help="LoRA rank."),
+    alpha: float = typer.Option(None, help="LoRA alpha (scale alpha/rank). Default: the rank."),
+    targets: str = typer.Option("temporal", help="temporal (the paper's: temporal attention), spatial, or all."),
+    lr: float = typer.Option(1e-4, help="Learning rate after warm-up."),
+    warmup: int = typer.Option(50, help="Steps of linear learning-rate warm-up."),
+    batch: int = typer.Option(1, help="Videos per GPU per micro-step."),
+    accumulate: int = typer.Option(1, help="Micro-steps per optimizer step (gradient accumulation)."),
+    seed: int = typer.Option(0, help="Seed of the LoRA init, the data order and every noise draw."),
+    p_mean: float = typer.Option(0.7, "--p-mean", help="Mean of ln(sigma) of the training noise."),
+    p_std: float = typer.Option(1.6, "--p-std", help="Std of ln(sigma) of the training noise."),
+    aug_mean: float = typer.Option(-3.0, "--noise-aug-mean", help="Mean of ln(noise augmentation)."),
+    aug_std: float = typer.Option(0.5, "--noise-aug-std", help="Std of ln(noise augmentation)."),
+    aug_draws: int = typer.Option(4, "--noise-aug-draws", help="Augmentation draws cached per window."),
+    cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Probability of dropping the image conditioning "
+                                                                   "(keeps guidance working)."),
+    motion_bucket: str = typer.Option(None, "--motion-bucket", help="Motion bucket to condition on: a number, or "
+                                      "auto (from each clip's measured motion). Default: the preset's."),
+    windows_per_clip: int = typer.Option(0, "--windows-per-clip", help="At most this many windows per clip (0: all)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
+    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Newest checkpoints kept."),
+    sample_every: int = typer.Option(0, "--sample-every", help="Steps between validation samples (0: only at the "
+                                                               "end)."),
+    sample_steps: int = typer.Option(25, "--sample-steps", help="Denoising steps of the validation samples."),
+    validation_image: Path = typer.Option(None, "--validation-image", help="Image for the validation samples "
+                                                                           "(default: a training window's first "
+                                                                           "frame)."),
+    optimizer: str = typer.Option("auto", help="auto (8-bit AdamW on CUDA when bitsandbytes is installed), adamw, "
+                                               "adamw8bit."),
+    no_grad_checkpointing: bool = typer.Option(False, "--no-grad-checkpointing", help="Faster, more memory."),
+    manifest: Path = typer.Option(None, help="A curate manifest to use (default: CLIPS/curate.jsonl, or curate "
+                                             "now)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the work folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    gpus: int = typer.Option(1, "--gpus", help="Launch torchrun with this many processes (one per GPU)."),
+    device: str = c.DEVICE, dtype: str = c.DTYPE, quiet: bool = c.QUIET,
+    as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
+):
+    """Train a camera-motion LoRA (the paper's recipe: LoRA in the temporal attention) on curated clips."""
+    from ..curate import CurateSettings
+    from ..generation import OptionsError, parse_size
+    from ..presets import PresetError, load_preset
+    from ..train import TrainSettings
+    from ..trainset import MOTION_GROUPS, DataSettings
+    from ..weights import WeightsError, resolve_weights
+
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(gpus))
+    main_rank = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not main_rank
+    interrupt_on_sigterm()
+    try:
+        p = load_preset(preset)
+        if motion not in MOTION_GROUPS:
+            raise ValueError(f"--motion {motion}: choose one of {', '.join(MOTION_GROUPS)}")
+        if not clips.exists():
+            raise ValueError(f"{clips}: no such folder")
+        w, h = parse_size(size) if size else (p.width, p.height)
+        bucket = p.motion_bucket if motion_bucket is None else None if motion_bucket == "auto" else motion_bucket
+        if isinstance(bucket, str):
+            if not bucket.isdigit():
+                raise ValueError(f"--motion-bucket {motion_bucket}: a number 0-255, or auto")
+            bucket = int(bucket)
+        for name, v in (("--steps", steps), ("--rank", rank), ("--batch", batch), ("--accumulate", accumulate),
+                        ("--checkpoint-every", checkpoint_every), ("--keep-checkpoints", keep_checkpoints),
+                        ("--noise-aug-draws", aug_draws), ("--sample-steps", sample_steps)):
+            if v < 1:
+                raise ValueError(f"{name} {v}: must be at least 1")
+        if not 0 <= cond_dropout < 1:
+            raise ValueError("--cond-dropout must be in [0, 1)")
+        out = out or Path(f"{motion}.safetensors")
+        work = work_dir or out.with_name(out.stem + "-train")
+        if out.exists() and not (overwrite or resume):
+            raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+        if not resume and any((work / "checkpoints").glob("step-*.safetensors")):
+            raise ValueError(f"{work} holds checkpoints of an earlier run; pass --resume to continue it, or "
+                             "choose another --work-dir")
+        data = DataSettings(frames=frames or p.frames, width=w, height=h, fps=fps or p.fps, aug_mean=aug_mean,
+                            aug_std=aug_std, aug_draws=aug_draws, windows_per_clip=windows_per_clip, seed=seed)
+        settings = TrainSettings(steps=steps, rank=rank, alpha=alpha or float(rank), targets=targets, lr=lr,
+                                 batch=batch, accumulate=accumulate, warmup=warmup, seed=seed, p_mean=p_mean,
+                                 p_std=p_std, cond_dropout=cond_dropout, motion_bucket=bucket, optimizer=optimizer,
+                                 checkpointing=not no_grad_checkpointing, checkpoint_every=checkpoint_every,
+                                 keep_checkpoints=keep_checkpoints, sample_every=sample_every)
+        weights_path = resolve_weights(weights, p)
+    except (PresetError, OptionsError, WeightsError, ValueError) as x:
+        fail(str(x))
+
+    from ..images import ImageError
+    from ..lora import LoraError
+    from ..motion import VideoError
+    from ..safetensors_io import CheckpointError
+    from ..train import TrainingError
+    from ..train_lora import Job, run
+    from ..trainset import DataError
+
+    job = Job(clips, motion, out, work, weights_path, p, data, settings, device, dtype, resume, manifest,
+              CurateSettings(), validation_image, sample_steps)
+    progress_view = ProgressView(err, quiet)
+    on_step = lambda step, total, loss, lr: progress_view("train", step, total, loss=loss)  # noqa: E731
+    try:
+        with progress_view:
+            result = run(job, note=lambda m: note(m, quiet), progress=progress_view, on_step=on_step)
+    except (TrainingError, DataError, CheckpointError, VideoError, ImageError, LoraError, ValueError) as x:
+        fail(str(x), 1)
+    except KeyboardInterrupt:
+        fail(f"interrupted; `--resume` continues from the newest checkpoint in {work / 'checkpoints'}", 130)
+    if not main_rank:
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        note(f"wrote {out} ({result['steps']} steps, final loss {result['loss']:.4f}, "
+             f"{result['data']['windows']} windows of {result['data']['clips']} clips); log and samples in {work}",
+             quiet)

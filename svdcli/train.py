@@ -1,0 +1,431 @@
+"""LoRA training for the SVD U-Net: the EDM objective the sampler inverts, a resumable loop, and DDP.
+
+Objective (consistent with sampling.py): a clean window x₀ (scaled latents) is noised to x = x₀ + σ·n with
+ln σ ~ N(P_mean, P_std²) per video; the U-Net sees c_in·x beside the first frame's noise-augmented latent, the CLIP
+token and the micro-conditioning (fps_id, motion bucket, σ_aug); D = c_skip·x + c_out·F, and the loss is
+λ(σ)·‖D − x₀‖² with λ = (σ² + 1)/σ² (EDM's weighting for σ_data = 1). With probability cond_dropout the CLIP token
+and the conditioning latent are both zeroed: exactly the unconditional branch that guidance uses at inference.
+
+Determinism: every random draw of item g of step k (window, σ, noise, augmentation draw, dropout) comes from a
+generator seeded by (seed, k, g); windows are visited in a seeded permutation per epoch. So a resumed run repeats
+the uninterrupted one, and N processes with batch B see exactly the items one process sees with batch N·B.
+"""
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from . import __version__
+from .loader import LoadedModel
+from .lora import META_KEY, lora_targets
+from .pipeline import SamplingSettings, conditioning_vector
+from .safetensors_io import CheckpointError, SafetensorsFile
+from .sampling import Scalings
+from .saving import _write
+from .trainset import WindowCache, motion_bucket_for
+
+TRAIN_KEY = "svdcli.train"
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot go on (NaN loss, an incompatible checkpoint); one line for the user."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 1000
+    rank: int = 16
+    alpha: float = 16.0
+    targets: str = "temporal"  # temporal (the paper's choice), spatial, all
+    lr: float = 1e-4
+    batch: int = 1  # videos per process per micro-step
+    accumulate: int = 1  # micro-steps per optimizer step
+    warmup: int = 50  # optimizer steps of linear learning-rate warm-up
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    p_mean: float = 0.7  # ln σ ~ N(p_mean, p_std²): shifted towards high noise for 576×1024 (see docs/train.md)
+    p_std: float = 1.6
+    cond_dropout: float = 0.1
+    motion_bucket: int | None = None  # None: from each clip's measured motion
+    optimizer: str = "auto"  # adamw, adamw8bit (bitsandbytes); auto: adamw8bit on CUDA when installed
+    checkpointing: bool = True  # gradient checkpointing of the U-Net blocks
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    sample_every: int = 0  # 0: a validation sample at the end only
+
+    # Settings that may change between a run and its resumption (they do not change the result).
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every")
+
+    def fingerprint(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE}
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place under torchrun (rank 0 of 1 without it)."""
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, t: Tensor) -> Tensor:
+        if self.world > 1:
+            t = t.clone()
+            dist.all_reduce(t)
+            t /= self.world
+        return t
+
+
+def seed_of(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+def edm_loss(unet: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor, clip: Tensor, y: Tensor,
+             frames: int, dtype: torch.dtype) -> Tensor:
+    """x0, noise (B·T, 4, h, w) scaled latents; sigma (B,); cond (B, 4, h, w) unscaled; clip (B, D); y (B·T, adm).
+    Returns the mean weighted denoising error (a scalar, float32)."""
+    s = sigma.repeat_interleave(frames).view(-1, 1, 1, 1)  # (B·T, 1, 1, 1)
+    sc = Scalings.at(s)
+    noised = x0 + s * noise
+    net_in = torch.cat([sc.c_in * noised, cond.repeat_interleave(frames, dim=0)], dim=1)  # (B·T, 8, h, w)
+    context = clip[:, None].repeat_interleave(frames, dim=0)  # (B·T, 1, D)
+    out = unet(net_in.to(dtype), sc.c_noise.flatten(), context, y, frames).float()
+    denoised = sc.c_skip * noised + sc.c_out * out
+    weight = (s ** 2 + 1) / s ** 2
+    return (weight * (denoised - x0) ** 2).mean()
+
+
+def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int) -> dict[str, nn.Module]:
+    """peft LoRA layers (A: Kaiming-uniform, B: zeros, so training starts at the base model) on the target
+    projections; the base weights are frozen. Returns {module path: peft layer}. LoRA weights are kept in float32
+    whatever the base weights' dtype."""
+    from .quantize import import_bitsandbytes
+
+    import_bitsandbytes()  # peft imports it when installed; first quieten its import-time notice
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise TrainingError("training needs peft: pip install 'svdcli[train]'") from None
+    names = lora_targets(unet, targets)
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(seed)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0), unet)
+    layers = {n: unet.get_submodule(n) for n in names}
+    for layer in layers.values():
+        for sub in (layer.lora_A["default"], layer.lora_B["default"]):
+            sub.float()
+    return layers
+
+
+def lora_pairs(layers: dict[str, nn.Module]) -> dict[str, tuple[Tensor, Tensor]]:
+    return {n: (m.lora_A["default"].weight.detach().float().cpu(), m.lora_B["default"].weight.detach().float().cpu())
+            for n, m in layers.items()}
+
+
+def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.device) -> tuple[torch.optim.Optimizer,
+                                                                                                   str]:
+    from .quantize import import_bitsandbytes
+
+    kind = s.optimizer
+    if kind == "auto":  # 8-bit states save 6 of every 8 bytes of optimizer memory where memory is scarce
+        kind = "adamw8bit" if device.type == "cuda" and import_bitsandbytes() else "adamw"
+    if kind == "adamw8bit":
+        if not (bnb := import_bitsandbytes()):
+            raise TrainingError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes")
+        return bnb.optim.AdamW8bit(params, lr=s.lr, weight_decay=s.weight_decay), kind
+    if kind != "adamw":
+        raise TrainingError(f"--optimizer {kind}: choose auto, adamw or adamw8bit")
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay), kind
+
+
+def _optimizer_to_file(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """The optimizer state as safetensors tensors plus JSON, never pickled. Nested state (bitsandbytes keeps its
+    quantisation state in a dict per parameter) is flattened to dotted names."""
+    tensors, scalars = {}, {}
+
+    def walk(i: int, path: str, v) -> None:
+        if isinstance(v, dict):
+            for k, sub in v.items():
+                walk(i, f"{path}.{k}" if path else k, sub)
+        elif torch.is_tensor(v) and v.dim() > 0:
+            tensors[f"optimizer.{i}.{path}"] = v
+        elif torch.is_tensor(v):
+            scalars[f"{i}/{path}"] = {"value": v.item(), "dtype": str(v.dtype).removeprefix("torch.")}
+        else:
+            scalars[f"{i}/{path}"] = {"value": v}
+
+    sd = opt.state_dict()
+    for i, state in sd["state"].items():
+        walk(i, "", state)
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_file(opt: torch.optim.Optimizer, f: SafetensorsFile, meta: dict) -> None:
+    state: dict[int, dict] = {}
+
+    def put(i: int, path: str, value) -> None:
+        *parents, leaf = path.split(".")
+        d = state.setdefault(i, {})
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = value
+
+    for k in f.keys():
+        if k.startswith("optimizer."):
+            _, i, path = k.split(".", 2)
+            put(int(i), path, f.read(k))
+    for key, v in meta["scalars"].items():
+        i, path = key.split("/", 1)
+        put(int(i), path, torch.tensor(v["value"], dtype=getattr(torch, v["dtype"])) if "dtype" in v else v["value"])
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+StepCallback = Callable[[int, int, float, float], None]  # (step, total, loss, lr)
+
+
+class Trainer:
+    """Trains LoRA layers on a U-Net from a window cache; writes checkpoints, logs and samples into work_dir
+    (rank 0 only). The model's U-Net must already be on `device` with its weights in `dtype`."""
+
+    def __init__(self, model: LoadedModel, data: WindowCache, s: TrainSettings, work_dir: Path,
+                 device: torch.device, dtype: torch.dtype, lora_meta: dict, dist_: Dist = Dist(),
+                 sampler: Callable[[int], Path] | None = None, on_step: StepCallback | None = None):
+        if s.batch < 1 or s.accumulate < 1 or s.steps < 1 or s.rank < 1:
+            raise TrainingError("--steps, --batch, --accumulate and --rank must be at least 1")
+        if not len(data):
+            raise TrainingError("no training windows")
+        self.model, self.data, self.s, self.work_dir = model, data, s, Path(work_dir)
+        self.device, self.dtype, self.dist, self.sampler, self.on_step = device, dtype, dist_, sampler, on_step
+        self.lora_meta = lora_meta
+        unet = model.unet
+        unet.checkpointing = s.checkpointing
+        self.layers = add_lora(unet, s.targets, s.rank, s.alpha, s.seed)
+        self.names = sorted(self.layers)
+        self.params = [p for n in self.names for p in (self.layers[n].lora_A["default"].weight,
+                                                       self.layers[n].lora_B["default"].weight)]
+        self.optimizer, self.optimizer_kind = make_optimizer(self.params, s, device)
+        self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        self.net = unet
+        if dist_.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(unet, device_ids=[device.index] if device.type == "cuda" else None)
+        self.frames = data.latents.shape[1]
+        self.last_checkpoint: Path | None = None
+        self.tensorboard = None
+
+    # -- data -------------------------------------------------------------------------------------------------
+    @property
+    def global_batch(self) -> int:
+        return self.s.batch * self.s.accumulate * self.dist.world
+
+    @lru_cache(maxsize=4)
+    def _permutation(self, epoch: int) -> Tensor:
+        return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed_of(self.s.seed, "epoch",
+                                                                                                epoch)))
+
+    def items(self, step: int, micro: int) -> list[int]:
+        """This process's items of a micro-step, as indices into the step's global batch."""
+        b = self.s.batch
+        return [micro * self.dist.world * b + self.dist.rank * b + j for j in range(b)]
+
+    def batch(self, step: int, items: list[int]) -> dict[str, Tensor]:
+        d, s, t = self.data, self.s, self.frames
+        xs, sigmas, noises, conds, clips, ys = [], [], [], [], [], []
+        for g in items:
+            pos = step * self.global_batch + g
+            w = int(self._permutation(pos // len(d))[pos % len(d)])
+            gen = torch.Generator().manual_seed(seed_of(s.seed, step, g))
+            sigma = math.exp(s.p_mean + s.p_std * torch.randn(1, generator=gen).item())
+            noise = torch.randn(d.latents.shape[1:], generator=gen)
+            k = int(torch.randint(d.cond.shape[1], (1,), generator=gen))
+            drop = torch.rand(1, generator=gen).item() < s.cond_dropout
+            bucket = s.motion_bucket if s.motion_bucket is not None else motion_bucket_for(float(d.motion[w]))
+            vec = SamplingSettings(frames=t, fps_id=int(d.fps_id[w]), motion_bucket_id=bucket,
+                                   noise_aug=float(d.cond_aug[w, k]))
+            xs.append(d.latents[w].float())
+            sigmas.append(sigma)
+            noises.append(noise)
+            conds.append(d.cond[w, k].float() * (0.0 if drop else 1.0))
+            clips.append(d.clip[w].float() * (0.0 if drop else 1.0))
+            ys.append(conditioning_vector(self.model, vec).float())
+        to = lambda x: x.to(self.device)  # noqa: E731
+        return {"x0": to(torch.cat(xs)), "sigma": to(torch.tensor(sigmas)), "noise": to(torch.cat(noises)),
+                "cond": to(torch.stack(conds)), "clip": to(torch.stack(clips)), "y": to(torch.cat(ys))}
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        return self.s.lr * min(1.0, (step + 1) / self.s.warmup) if self.s.warmup > 0 else self.s.lr
+
+    def train_step(self, step: int) -> float:
+        """One optimizer step; returns the loss averaged over the global batch."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
+                    else nullcontext())
+        total = torch.zeros((), device=self.device)
+        for m in range(self.s.accumulate):
+            b = self.batch(step, self.items(step, m))
+            sync = self.net.no_sync() if self.dist.world > 1 and m < self.s.accumulate - 1 else nullcontext()
+            with sync:
+                with autocast:
+                    loss = edm_loss(self.net, b["x0"], b["sigma"], b["noise"], b["cond"], b["clip"], b["y"],
+                                    self.frames, self.dtype) / self.s.accumulate
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += loss.detach()
+        value = self.dist.mean(total).item()
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = self.last_checkpoint or "none yet"
+            raise TrainingError(f"the loss became {value} at step {step + 1}; training stopped, nothing of this step "
+                                f"was kept (last good checkpoint: {last})")
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.s.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def run(self, resume: bool = False) -> int:
+        """Train up to s.steps; returns the number of steps done. Interrupted (Ctrl-C), it first saves a checkpoint
+        of the last completed step."""
+        start = self.resume() if resume else 0
+        if self.dist.main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self._trim_log(start)
+            self._open_tensorboard()
+        done = start
+        try:
+            for step in range(start, self.s.steps):
+                t0 = time.perf_counter()
+                loss = self.train_step(step)
+                done = step + 1
+                if self.dist.main:
+                    self._log(done, loss, time.perf_counter() - t0)
+                if self.on_step:
+                    self.on_step(done, self.s.steps, loss, self.lr_at(step))
+                if done % self.s.checkpoint_every == 0 or done == self.s.steps:
+                    self.save_checkpoint(done)
+                if self.sampler and self.dist.main and (done == self.s.steps or
+                                                        (self.s.sample_every and done % self.s.sample_every == 0)):
+                    self.sampler(done)
+                self.dist.barrier()
+        except KeyboardInterrupt:
+            if done > start and (self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
+                    f"{done:06d}.safetensors")):
+                self.save_checkpoint(done)
+            raise
+        finally:
+            if self.tensorboard:
+                self.tensorboard.close()
+        return done
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def lora_metadata(self, steps: int) -> dict:
+        return {**self.lora_meta, "architecture": self.model.architecture.name, "rank": self.s.rank,
+                "alpha": self.s.alpha, "targets": self.s.targets, "steps": steps, "svd_version": __version__,
+                "train_settings": asdict(self.s)}
+
+    def save_lora(self, path: Path, steps: int) -> None:
+        from .lora import save_lora
+
+        save_lora(lora_pairs(self.layers), path, self.model.architecture, self.s.alpha,
+                  **{k: v for k, v in self.lora_metadata(steps).items() if k not in ("architecture", "alpha")})
+
+    def save_checkpoint(self, step: int) -> None:
+        """checkpoints/step-NNNNNN.safetensors, written atomically: the LoRA (usable as a LoRA file as it is), the
+        optimizer state and what resuming needs. Only the newest keep_checkpoints are kept."""
+        if not self.dist.main:
+            return
+        folder = self.work_dir / "checkpoints"
+        tensors = {}
+        for name, (a, b) in lora_pairs(self.layers).items():
+            tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
+        opt_tensors, opt_meta = _optimizer_to_file(self.optimizer)
+        tensors.update(opt_tensors)
+        train = {"step": step, "fingerprint": self.s.fingerprint(), "names": self.names, "optimizer": opt_meta,
+                 "optimizer_kind": self.optimizer_kind, "world": self.dist.world,
+                 "scaler": self.scaler.state_dict() if self.scaler else None}
+        meta = {k: v for k, v in self.lora_metadata(step).items()}
+        path = folder / f"step-{step:06d}.safetensors"
+        _write(tensors, path, {META_KEY: json.dumps(meta), TRAIN_KEY: json.dumps(train)})
+        self.last_checkpoint = path
+        for old in sorted(folder.glob("step-*.safetensors"))[:-self.s.keep_checkpoints or None]:
+            old.unlink()
+
+    def resume(self) -> int:
+        """Load the newest checkpoint in work_dir; returns its step (0 if there is none)."""
+        found = sorted((self.work_dir / "checkpoints").glob("step-*.safetensors"))
+        if not found:
+            return 0
+        path = found[-1]
+        try:
+            f = SafetensorsFile(path)
+            train = json.loads(f.metadata[TRAIN_KEY])
+        except (CheckpointError, KeyError, json.JSONDecodeError) as e:
+            raise TrainingError(f"{path}: not a usable checkpoint ({e})") from None
+        mine = self.s.fingerprint()
+        diff = [f"{k} {train['fingerprint'].get(k)!r} (now {v!r})" for k, v in mine.items()
+                if train["fingerprint"].get(k) != v]
+        if diff:
+            raise TrainingError(f"{path} was made with other settings: {', '.join(diff)}; resume with the same "
+                                "settings or use a new --work-dir")
+        if train["names"] != self.names:
+            raise TrainingError(f"{path}: its LoRA layers are not this model's")
+        if train["optimizer_kind"] != self.optimizer_kind:
+            raise TrainingError(f"{path}: made with {train['optimizer_kind']}, now {self.optimizer_kind}")
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                layer.lora_A["default"].weight.copy_(f.read(f"{name}.lora_A.weight"))
+                layer.lora_B["default"].weight.copy_(f.read(f"{name}.lora_B.weight"))
+        _optimizer_from_file(self.optimizer, f, train["optimizer"])
+        if self.scaler and train.get("scaler"):
+            self.scaler.load_state_dict(train["scaler"])
+        self.last_checkpoint = path
+        return int(train["step"])
+
+    def _log(self, step: int, loss: float, seconds: float) -> None:
+        line = {"step": step, "loss": loss, "lr": self.lr_at(step - 1), "seconds": round(seconds, 4),
+                "videos": self.global_batch}
+        with open(self.work_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.tensorboard:
+            self.tensorboard.add_scalar("loss", loss, step)
+            self.tensorboard.add_scalar("lr", line["lr"], step)
+
+    def _trim_log(self, start: int) -> None:
+        """A resumed run continues the log from its checkpoint's step."""
+        log = self.work_dir / "log.jsonl"
+        if log.exists():
+            lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+            log.write_text("".join(ln + "\n" for ln in lines))
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return  # optional
+        self.tensorboard = SummaryWriter(str(self.work_dir / "tensorboard"))

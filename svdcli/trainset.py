@@ -1,0 +1,230 @@
+"""Training data for `svd train-lora`: which curated clips, which frame windows, and their cached encodings.
+
+A window is `frames` frames of one clip taken every `stride` source frames, the stride chosen so that the sampled
+rate comes closest to the preset's playback rate without going faster than the source; the model is conditioned on
+the rate actually sampled (fps_id = round(fps / stride) − 1, the reference's convention).
+
+The VAE latents of each window, the CLIP embedding of its first frame, and the conditioning latents of that frame
+under a few noise-augmentation draws are computed once and cached, so that training holds only the U-Net on the
+accelerator. The noise augmentation is log-normal, like the EDM noise level: σ_aug = exp(N(aug_mean, aug_std²)).
+"""
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .curate import ClipRecord
+from .images import fit, to_tensor
+from .loader import LoadedModel
+from .models.vae import SCALE_FACTOR
+from .motion import FRAME_SUFFIXES, LABELS, VideoError
+
+# --motion values: a group of curate's camera labels, a single label, or any.
+MOTION_GROUPS = {"zoom": ("zoom-in", "zoom-out"), "pan": ("pan-left", "pan-right"), "tilt": ("tilt-up", "tilt-down"),
+                 **{label: (label,) for label in LABELS}, "any": LABELS}
+
+# --motion-bucket auto: the clip's motion score (fraction of the frame width moved per second, from curate's optical
+# flow) mapped linearly so that this score lands on the default bucket 127. A heuristic: the reference's own mapping
+# from optical flow to motion_bucket_id was never published.
+MOTION_AT_BUCKET_127 = 0.1
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; one line for the user."""
+
+
+def motion_bucket_for(score: float) -> int:
+    return int(min(255, max(1, round(127 * score / MOTION_AT_BUCKET_127))))
+
+
+def select_clips(records: list[ClipRecord], motion: str) -> list[ClipRecord]:
+    if motion not in MOTION_GROUPS:
+        raise DataError(f"--motion {motion}: choose one of {', '.join(MOTION_GROUPS)}")
+    kept = [r for r in records if r.kept]
+    chosen = [r for r in kept if r.label in MOTION_GROUPS[motion]]
+    if not chosen:
+        found = sorted({r.label for r in kept}) or ["none"]
+        raise DataError(f"no kept clip is labelled {motion} (kept clips are: {', '.join(found)}); "
+                        "check the curate manifest or choose another --motion")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Window:
+    clip: str
+    source: str
+    first: int  # source frame index of the window's first frame
+    stride: int
+    fps: float  # the rate the window's frames were sampled at
+    motion: float  # the clip's motion score
+
+    @property
+    def fps_id(self) -> int:
+        return max(0, round(self.fps) - 1)
+
+
+def plan_windows(clips: list[ClipRecord], frames: int, target_fps: float,
+                 per_clip: int = 0) -> tuple[list[Window], list[tuple[str, str]]]:
+    """Non-overlapping windows of each clip (at most per_clip of them, spread over the clip; 0: all).
+    Returns the windows and the clips too short for one window, with the reason."""
+    windows, skipped = [], []
+    for r in clips:
+        stride = max(1, round(r.fps / target_fps))
+        while stride > 1 and (frames - 1) * stride + 1 > r.frames:
+            stride -= 1  # a short clip: sample faster rather than drop it
+        span = (frames - 1) * stride + 1
+        if span > r.frames:
+            skipped.append((r.clip, f"{r.frames} frames, fewer than the {frames} a window needs"))
+            continue
+        starts = list(range(r.start, r.end - span + 1, span))
+        if per_clip and len(starts) > per_clip:
+            starts = [starts[round(i * (len(starts) - 1) / max(per_clip - 1, 1))] for i in range(per_clip)]
+        windows += [Window(r.clip, r.source, s, stride, r.fps / stride, r.motion) for s in starts]
+    return windows, skipped
+
+
+def read_frames(source: str, indices: list[int]) -> dict[int, np.ndarray]:
+    """Only the wanted frames of a video (streamed, never the whole clip in memory) or of a frame folder."""
+    wanted = set(indices)
+    p = Path(source)
+    out = {}
+    if p.is_dir():
+        names = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
+        for i in wanted:
+            out[i] = np.asarray(Image.open(names[i]).convert("RGB"))
+        return out
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(p))
+        meta = next(reader)
+        w, h = meta["size"]
+        for i, f in enumerate(reader):
+            if i in wanted:
+                out[i] = np.frombuffer(f, np.uint8).reshape(h, w, 3)
+            if i >= max(wanted):
+                reader.close()
+                break
+    except (RuntimeError, OSError, StopIteration, ValueError) as e:
+        raise VideoError(f"{p}: cannot be read again ({str(e).splitlines()[0][:120] if str(e) else 'empty'})") \
+            from None
+    if len(out) < len(wanted):
+        raise VideoError(f"{p}: has fewer frames than the curate manifest says; run curate again")
+    return out
+
+
+@dataclass
+class WindowCache:
+    """Everything training needs, for N windows of T frames; K noise-augmentation draws per window."""
+    latents: Tensor  # (N, T, 4, h, w) float16, scaled latent space (what the sampler produces)
+    clip: Tensor  # (N, D) CLIP embedding of the first frame, clean (as at inference)
+    cond: Tensor  # (N, K, 4, h, w) float16, unscaled latents of the first frame + σ_aug·ε
+    cond_aug: Tensor  # (N, K) the σ_aug of each draw (it is also a conditioning input)
+    fps_id: Tensor  # (N,) int64
+    motion: Tensor  # (N,) float32, the clip's motion score
+    windows: list[Window]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    frames: int
+    width: int
+    height: int
+    fps: float  # the rate windows are sampled at, when the source allows
+    aug_mean: float = -3.0
+    aug_std: float = 0.5
+    aug_draws: int = 4
+    windows_per_clip: int = 0
+    seed: int = 0
+
+
+def cache_key(windows: list[Window], d: DataSettings, weights_sha256: str) -> str:
+    blob = json.dumps([[asdict(w) for w in windows], asdict(d), weights_sha256], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _window_seed(seed: int, i: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"aug/{seed}/{i}".encode()).digest()[:8], "little") >> 1
+
+
+@torch.no_grad()
+def encode_windows(model: LoadedModel, windows: list[Window], d: DataSettings, device: torch.device,
+                   progress: Callable[[str, int, int], None] | None = None, chunk: int = 8) -> WindowCache:
+    """Encode every window with the VAE (float32, as the reference runs it) and its first frame with CLIP."""
+    vae, encoder = model.vae.to(device, torch.float32), model.image_encoder.to(device)
+    by_source: dict[str, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_source.setdefault(w.source, []).append(i)
+    n, t = len(windows), d.frames
+    h, w_ = d.height // 8, d.width // 8
+    latents = torch.empty(n, t, vae.cfg.z_channels, h, w_, dtype=torch.float16)
+    cond = torch.empty(n, d.aug_draws, vae.cfg.z_channels, h, w_, dtype=torch.float16)
+    cond_aug = torch.empty(n, d.aug_draws)
+    clips = [None] * n
+    done = 0
+    for source, idx in by_source.items():
+        wanted = [windows[i].first + k * windows[i].stride for i in idx for k in range(t)]
+        frames = read_frames(source, wanted)
+        for i in idx:
+            win = windows[i]
+            pics = [fit(Image.fromarray(frames[win.first + k * win.stride]), d.width, d.height, "crop")
+                    for k in range(t)]
+            x = torch.cat([to_tensor(p) for p in pics]).to(device)  # (T, 3, H, W) in [-1, 1]
+            z = torch.cat([vae.encode(part) for part in x.split(chunk)])
+            latents[i] = (z * SCALE_FACTOR).half().cpu()
+            first = x[:1]
+            clips[i] = encoder.encode_image(first).float().cpu()[0]
+            g = torch.Generator("cpu").manual_seed(_window_seed(d.seed, i))
+            sigmas = torch.exp(d.aug_mean + d.aug_std * torch.randn(d.aug_draws, generator=g))
+            eps = torch.randn((d.aug_draws, *first.shape[1:]), generator=g).to(device)
+            cond[i] = vae.encode(first + sigmas.view(-1, 1, 1, 1).to(device) * eps).half().cpu()
+            cond_aug[i] = sigmas
+            done += 1
+            if progress:
+                progress("cache", done, n)
+    return WindowCache(latents, torch.stack(clips), cond, cond_aug,
+                       torch.tensor([w.fps_id for w in windows]), torch.tensor([w.motion for w in windows]), windows)
+
+
+def save_cache(cache: WindowCache, path: Path, key: str) -> None:
+    from .saving import _write
+
+    tensors = {"latents": cache.latents, "clip": cache.clip, "cond": cache.cond, "cond_aug": cache.cond_aug,
+               "fps_id": cache.fps_id, "motion": cache.motion}
+    _write(tensors, path, {"svdcli.cache": json.dumps({"key": key, "windows": [asdict(w) for w in cache.windows]})})
+
+
+def load_cache(path: Path, key: str) -> WindowCache | None:
+    """The cache at path if it was made from the same windows, settings and weights; else None."""
+    from .safetensors_io import CheckpointError, SafetensorsFile
+
+    try:
+        f = SafetensorsFile(path)
+        meta = json.loads(f.metadata.get("svdcli.cache", "{}"))
+        if meta.get("key") != key:
+            return None
+        t = {k: f.read(k) for k in ("latents", "clip", "cond", "cond_aug", "fps_id", "motion")}
+    except (CheckpointError, OSError, json.JSONDecodeError):
+        return None
+    return WindowCache(**t, windows=[Window(**w) for w in meta["windows"]])
+
+
+def summary(cache: WindowCache) -> dict:
+    """What a LoRA was trained on, for its metadata."""
+    clips = sorted({w.clip for w in cache.windows})
+    return {"clips": len(clips), "sources": len({w.source for w in cache.windows}), "windows": len(cache),
+            "fps": sorted({round(w.fps, 2) for w in cache.windows}),
+            "motion_score_mean": round(float(cache.motion.mean()), 5) if len(cache) else 0.0,
+            "frames": int(cache.latents.shape[1]), "height": int(cache.latents.shape[-2]) * 8,
+            "width": int(cache.latents.shape[-1]) * 8}
+
