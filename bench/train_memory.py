@@ -1,0 +1,96 @@
+"""Peak memory and time of one `svd train-lora` optimizer step on the full-size SVD U-Net.
+
+Only the U-Net is on the device during training (latents and CLIP embeddings are cached), so this builds the
+full-size U-Net with random weights (or loads it from a checkpoint), adds the LoRA layers the trainer adds, and
+times train steps of the trainer's objective on random latents. Each configuration runs in a fresh process.
+GPU: peak torch.cuda.max_memory_allocated; CPU: peak RSS.
+
+    python bench/train_memory.py --size 1024x576 --frames 14 --rank 16 --dtype bf16          # the 24 GB target
+    python bench/train_memory.py --size 128x128 --frames 14 --dtype fp32 --device cpu        # CPU, reduced
+    python bench/train_memory.py ... --no-checkpointing                                       # without recompute
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+from svdcli.models.init import random_init
+from svdcli.models.unet import VideoUNet
+from svdcli.runtime import DTYPES
+from svdcli.train import TrainSettings, add_lora, edm_loss, make_optimizer
+from svdcli.variants import ARCHITECTURES
+a = json.loads(sys.argv[1])
+dev, dtype = torch.device(a["device"]), DTYPES[a["dtype"]]
+cfg = ARCHITECTURES["svd"].unet
+if a["weights"]:
+    from svdcli.loader import load
+    unet = load(a["weights"], device=dev, dtype=dtype).unet
+else:
+    with torch.device("meta"):
+        unet = VideoUNet(cfg)
+    unet = random_init(unet.to_empty(device="cpu"), 0).to(dev, dtype)
+unet.checkpointing = a["checkpointing"]
+layers = add_lora(unet, a["targets"], a["rank"], float(a["rank"]), 0)
+params = [p for p in unet.parameters() if p.requires_grad]
+opt, kind = make_optimizer(params, TrainSettings(optimizer=a["optimizer"]), dev)
+t, h, w = a["frames"], a["height"] // 8, a["width"] // 8
+g = torch.Generator().manual_seed(0)
+x0 = torch.randn(t, 4, h, w, generator=g).to(dev)
+noise = torch.randn(t, 4, h, w, generator=g).to(dev)
+cond = torch.randn(1, 4, h, w, generator=g).to(dev)
+clip = torch.randn(1, cfg.context_dim, generator=g).to(dev)
+y = torch.randn(t, cfg.adm_in_channels, generator=g).to(dev)
+auto = torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else torch.autocast(dev.type, enabled=False)
+weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+if dev.type == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+times = []
+for i in range(a["steps"]):
+    t0 = time.perf_counter()
+    with auto:
+        loss = edm_loss(unet, x0, torch.tensor([1.0], device=dev), noise, cond, clip, y, t, dtype)
+    loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    times.append(time.perf_counter() - t0)
+peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "weights": weights, "lora_params": sum(p.numel() for p in params),
+                  "step_s": min(times), "first_step_s": times[0], "optimizer": kind, "loss": loss.item()}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", help="A checkpoint; default: random full-size weights.")
+    ap.add_argument("--size", default="1024x576")
+    ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--targets", default="temporal")
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--optimizer", default="auto")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--no-checkpointing", action="store_true")
+    a = ap.parse_args()
+    w, h = (int(v) for v in a.size.split("x"))
+    args = {"weights": a.weights, "width": w, "height": h, "frames": a.frames, "rank": a.rank, "targets": a.targets,
+            "dtype": a.dtype, "device": a.device, "optimizer": a.optimizer, "steps": a.steps,
+            "checkpointing": not a.no_checkpointing}
+    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(r.stderr[-3000:])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    gb = 1024 ** 3
+    print(f"{a.device} {a.dtype} {w}x{h}x{a.frames} rank {a.rank} {a.targets} checkpointing "
+          f"{'off' if a.no_checkpointing else 'on'} {out['optimizer']}: peak {out['peak'] / gb:.2f} GiB "
+          f"(U-Net weights {out['weights'] / gb:.2f} GiB, {out['lora_params'] / 1e6:.2f} M LoRA parameters), "
+          f"{out['step_s']:.2f} s/step (first {out['first_step_s']:.2f} s), loss {out['loss']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
