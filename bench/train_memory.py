@@ -8,6 +8,14 @@ GPU: peak torch.cuda.max_memory_allocated; CPU: peak RSS.
     python bench/train_memory.py --size 1024x576 --frames 14 --rank 16 --dtype bf16          # the 24 GB target
     python bench/train_memory.py --size 128x128 --frames 14 --dtype fp32 --device cpu        # CPU, reduced
     python bench/train_memory.py ... --no-checkpointing                                       # without recompute
+    python bench/train_memory.py --size 1024x576 --frames 14 --estimate                       # no GPU needed
+
+--estimate builds the U-Net on the meta device (no memory, about a second) and adds up, in the compute dtype, the
+tensors autograd saves: those kept across the whole forward with layer checkpointing, and the largest set one layer
+holds while it is recomputed during backward. Attention matrices are left out of the count, because fused
+attention on GPUs (flash / memory-efficient SDPA) keeps only q, k, v, the output and one log-sum-exp per row.
+Temporaries that live within a single op (and the activation gradients in flight) are not counted, so the figure
+is a floor to check against a real measurement, not a substitute for one.
 """
 
 import argparse
@@ -64,6 +72,60 @@ print(json.dumps({"peak": peak, "weights": weights, "lora_params": sum(p.numel()
 """
 
 
+ESTIMATE = r"""
+import json, sys
+import torch
+from svdcli.models.unet import SpatialVideoTransformer, VideoResBlock, VideoUNet
+from svdcli.runtime import DTYPES
+from svdcli.train import add_lora, edm_loss
+from svdcli.variants import ARCHITECTURES
+a = json.loads(sys.argv[1])
+dtype = DTYPES[a["dtype"]]
+cfg = ARCHITECTURES["svd"].unet
+with torch.device("meta"):
+    unet = VideoUNet(cfg).to(dtype)
+add_lora(unet, a["targets"], a["rank"], float(a["rank"]), 0)
+t, h, w = a["frames"], a["height"] // 8, a["width"] // 8
+token_counts = {(h >> k) * (w >> k) for k in range(len(cfg.channel_mult))}
+
+def saved(fn):
+    seen = {}
+    def pack(x):
+        attention_matrix = x.dim() >= 2 and x.shape[-1] == x.shape[-2] and x.shape[-1] in token_counts
+        if not isinstance(x, torch.nn.Parameter) and not attention_matrix:
+            seen[id(x)] = x.numel() * x.element_size()
+        return x
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        out = fn()
+    return sum(seen.values()), out
+
+def step():
+    m = lambda *shape: torch.randn(*shape, device="meta")  # noqa: E731
+    x0 = m(t, 4, h, w)
+    return edm_loss(unet, x0, torch.ones(1, device="meta"), m(t, 4, h, w), m(1, 4, h, w), m(1, cfg.context_dim),
+                    m(t, cfg.adm_in_channels), t, dtype)
+
+unet.checkpointing = True
+kept, _ = saved(step)
+unet.checkpointing = False
+per_layer = {}
+for i, block in enumerate([*unet.input_blocks, unet.middle_block, *unet.output_blocks]):
+    for j, layer in enumerate(block):
+        if isinstance(layer, (VideoResBlock, SpatialVideoTransformer)):
+            def wrapped(*args, _f=layer.forward, _name=f"block {i} layer {j} ({type(layer).__name__})", **kw):
+                b, out = saved(lambda: _f(*args, **kw))
+                per_layer[_name] = max(per_layer.get(_name, 0), b)
+                return out
+            layer.forward = wrapped
+saved(step)
+largest = max(per_layer, key=per_layer.get)
+weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+lora = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+print(json.dumps({"weights": weights, "kept": kept, "largest_layer": per_layer[largest], "largest_name": largest,
+                  "lora_params": lora}))
+"""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="A checkpoint; default: random full-size weights.")
@@ -76,16 +138,27 @@ def main():
     ap.add_argument("--optimizer", default="auto")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--no-checkpointing", action="store_true")
+    ap.add_argument("--estimate", action="store_true", help="Count saved tensors on the meta device instead.")
     a = ap.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     args = {"weights": a.weights, "width": w, "height": h, "frames": a.frames, "rank": a.rank, "targets": a.targets,
             "dtype": a.dtype, "device": a.device, "optimizer": a.optimizer, "steps": a.steps,
             "checkpointing": not a.no_checkpointing}
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", ESTIMATE if a.estimate else CHILD, json.dumps(args)],
+                       capture_output=True, text=True)
     if r.returncode:
         sys.exit(r.stderr[-3000:])
     out = json.loads(r.stdout.strip().splitlines()[-1])
     gb = 1024 ** 3
+    if a.estimate:
+        # LoRA weights, their gradients and two AdamW moments, all float32.
+        lora = out["lora_params"] * 4 * 4
+        floor = out["weights"] + out["kept"] + out["largest_layer"] + lora
+        print(f"estimate {a.dtype} {w}x{h}x{a.frames} rank {a.rank} {a.targets}, layer checkpointing: U-Net "
+              f"weights {out['weights'] / gb:.2f} GiB + kept activations {out['kept'] / gb:.2f} GiB + largest "
+              f"recompute {out['largest_layer'] / gb:.2f} GiB ({out['largest_name']}) + LoRA and AdamW "
+              f"{lora / gb:.3f} GiB = {floor / gb:.2f} GiB before temporaries")
+        return
     print(f"{a.device} {a.dtype} {w}x{h}x{a.frames} rank {a.rank} {a.targets} checkpointing "
           f"{'off' if a.no_checkpointing else 'on'} {out['optimizer']}: peak {out['peak'] / gb:.2f} GiB "
           f"(U-Net weights {out['weights'] / gb:.2f} GiB, {out['lora_params'] / 1e6:.2f} M LoRA parameters), "
