@@ -306,3 +306,15 @@ def test_cli_refusals_are_one_line(workspace):
     assert "--resume" in svd("--motion", "zoom", "--out", "again2.safetensors", "--work-dir", "again-train", code=2)
     assert "other settings: rank 4 (now 8)" in svd("--motion", "zoom", "--out", "again.safetensors", "--resume",
                                                    "--rank", "8", code=1)
+
+
+def test_accumulation_equals_the_larger_batch(workspace):
+    """Two micro-steps of one video per optimizer step train on the same items, to the same weights, as one step
+    of two videos."""
+    big = run(job(workspace, "big", batch=2, steps=3))
+    acc = run(job(workspace, "acc", batch=1, accumulate=2, steps=3))
+    assert acc["loss"] == pytest.approx(big["loss"], rel=1e-5)
+    a, b = read_pairs(workspace / "big.safetensors"), read_pairs(workspace / "acc.safetensors")
+    b_keys = [k for k in a if "lora_B" in k]
+    moved = torch.cat([a[k].flatten() for k in b_keys]).norm()
+    assert torch.cat([(a[k] - b[k]).flatten() for k in b_keys]).norm() < 0.01 * moved
