@@ -64,7 +64,7 @@ def analyse(source: Path, root: Path) -> list[ClipRecord]:
         clip = frames[s:e]
         m = clip_motion(clip, fps)
         b, c = brightness_and_contrast(clip)
-        out.append(ClipRecord(f"{name}#{k}", str(source), s, e, s / fps, e / fps, fps, e - s, m.score, m.label,
+        out.append(ClipRecord(f"{name}#{k}", str(source.resolve()), s, e, s / fps, e / fps, fps, e - s, m.score, m.label,
                               m.confidence, m.pan, m.tilt, m.zoom, m.roll, m.object_motion, b, c))
     return out
 

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +44,8 @@ class TrainingError(RuntimeError):
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int = 1000
+    train: str = "lora"  # lora; or full: every U-Net parameter (the demo model's recipe trains from scratch)
+    ema: float = 0.0  # decay of an exponential moving average of the trained weights (0: none); outputs use it
     rank: int = 16
     alpha: float = 16.0
     targets: str = "temporal"  # temporal (the paper's choice), spatial, all
@@ -64,8 +66,9 @@ class TrainSettings:
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0: a validation sample at the end only
 
-    # Settings that may change between a run and its resumption (they do not change the result).
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every")
+    # Settings that may change between a run and its resumption (they do not change the result). The per-process
+    # batch may change too, as long as the global batch (batch × accumulate × processes) does not.
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate")
 
     def fingerprint(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE}
@@ -133,11 +136,6 @@ def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int) 
         for sub in (layer.lora_A["default"], layer.lora_B["default"]):
             sub.float()
     return layers
-
-
-def lora_pairs(layers: dict[str, nn.Module]) -> dict[str, tuple[Tensor, Tensor]]:
-    return {n: (m.lora_A["default"].weight.detach().float().cpu(), m.lora_B["default"].weight.detach().float().cpu())
-            for n, m in layers.items()}
 
 
 def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.device) -> tuple[torch.optim.Optimizer,
@@ -208,8 +206,9 @@ class Trainer:
     def __init__(self, model: LoadedModel, data: WindowCache, s: TrainSettings, work_dir: Path,
                  device: torch.device, dtype: torch.dtype, lora_meta: dict, dist_: Dist = Dist(),
                  sampler: Callable[[int], Path] | None = None, on_step: StepCallback | None = None):
-        if s.batch < 1 or s.accumulate < 1 or s.steps < 1 or s.rank < 1:
-            raise TrainingError("--steps, --batch, --accumulate and --rank must be at least 1")
+        if min(s.batch, s.accumulate, s.steps, s.rank, s.checkpoint_every, s.keep_checkpoints) < 1:
+            raise TrainingError("steps, batch, accumulate, rank, checkpoint_every and keep_checkpoints must be at "
+                                "least 1")
         if not len(data):
             raise TrainingError("no training windows")
         self.model, self.data, self.s, self.work_dir = model, data, s, Path(work_dir)
@@ -217,10 +216,20 @@ class Trainer:
         self.lora_meta = lora_meta
         unet = model.unet
         unet.checkpointing = s.checkpointing
-        self.layers = add_lora(unet, s.targets, s.rank, s.alpha, s.seed)
-        self.names = sorted(self.layers)
-        self.params = [p for n in self.names for p in (self.layers[n].lora_A["default"].weight,
-                                                       self.layers[n].lora_B["default"].weight)]
+        if s.train == "lora":
+            self.layers = add_lora(unet, s.targets, s.rank, s.alpha, s.seed)
+            self.names = [f"{n}.lora_{x}.weight" for n in sorted(self.layers) for x in "AB"]
+            self.params = [getattr(self.layers[n], f"lora_{x}")["default"].weight for n in sorted(self.layers)
+                           for x in "AB"]
+        elif s.train == "full":  # float32 master weights; autocast computes in dtype
+            unet.float().requires_grad_(True)
+            self.layers = {}
+            named = dict(unet.named_parameters())
+            self.names = sorted(named)
+            self.params = [named[n] for n in self.names]
+        else:
+            raise TrainingError(f"train mode {s.train!r}: choose lora or full")
+        self.ema = [p.detach().clone() for p in self.params] if s.ema else None
         self.optimizer, self.optimizer_kind = make_optimizer(self.params, s, device)
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         self.net = unet
@@ -231,6 +240,13 @@ class Trainer:
         self.frames = data.latents.shape[1]
         self.last_checkpoint: Path | None = None
         self.tensorboard = None
+        self.completed = 0  # optimizer steps done; set together with the weights they produced
+        self.updating = False  # inside the weight update: an interrupt now must not save a checkpoint
+        # What a checkpoint must agree on to be resumed: the settings that shape the result, the data and base
+        # weights it was trained on (from lora_meta), the compute dtype and the global batch.
+        self.identity = json.loads(json.dumps({
+            **s.fingerprint(), "global_batch": self.global_batch, "dtype": str(dtype).removeprefix("torch."),
+            **{k: lora_meta[k] for k in ("motion", "base_sha256", "data_settings") if k in lora_meta}}))
 
     # -- data -------------------------------------------------------------------------------------------------
     @property
@@ -292,37 +308,43 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
         value = self.dist.mean(total).item()
-        if not math.isfinite(value):
-            self.optimizer.zero_grad(set_to_none=True)
-            last = self.last_checkpoint or "none yet"
-            raise TrainingError(f"the loss became {value} at step {step + 1}; training stopped, nothing of this step "
-                                f"was kept (last good checkpoint: {last})")
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if self.s.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm or math.inf).item()
+        # fp16: the gradient scaler skips steps with inf gradients by design; otherwise they are a failure.
+        bad = value if not math.isfinite(value) else norm if not (math.isfinite(norm) or self.scaler) else None
+        if bad is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            what = "loss" if not math.isfinite(value) else "gradient norm"
+            raise TrainingError(f"the {what} became {bad} at step {step + 1}; training stopped, nothing of this "
+                                f"step was kept (last good checkpoint: {self.last_checkpoint or 'none yet'})")
+        self.updating = True
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - self.s.ema)
+        self.completed = step + 1
+        self.updating = False
         return value
 
     def run(self, resume: bool = False) -> int:
         """Train up to s.steps; returns the number of steps done. Interrupted (Ctrl-C), it first saves a checkpoint
         of the last completed step."""
-        start = self.resume() if resume else 0
+        start = self.completed = self.resume() if resume else 0
         if self.dist.main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._trim_log(start)
             self._open_tensorboard()
-        done = start
         try:
             for step in range(start, self.s.steps):
                 t0 = time.perf_counter()
                 loss = self.train_step(step)
-                done = step + 1
+                done = self.completed
                 if self.dist.main:
                     self._log(done, loss, time.perf_counter() - t0)
                 if self.on_step:
@@ -331,19 +353,42 @@ class Trainer:
                     self.save_checkpoint(done)
                 if self.sampler and self.dist.main and (done == self.s.steps or
                                                         (self.s.sample_every and done % self.s.sample_every == 0)):
-                    self.sampler(done)
+                    with self.averaged_weights():
+                        self.sampler(done)
                 self.dist.barrier()
         except KeyboardInterrupt:
-            if done > start and (self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
-                    f"{done:06d}.safetensors")):
+            done = self.completed
+            if not self.updating and done > start and (self.last_checkpoint is None or
+                                                       self.last_checkpoint.name != self._name(done)):
                 self.save_checkpoint(done)
             raise
         finally:
             if self.tensorboard:
                 self.tensorboard.close()
-        return done
+        return self.completed
 
     # -- files ------------------------------------------------------------------------------------------------
+    def trained(self, ema: bool = True) -> dict[str, Tensor]:
+        """The trained tensors by name (the moving average where there is one and ema): LoRA pairs in our file
+        naming, or the U-Net's parameters."""
+        values = self.ema if ema and self.ema else [p.detach() for p in self.params]
+        return {n: v.float().cpu() for n, v in zip(self.names, values)}
+
+    @contextmanager
+    def averaged_weights(self):
+        """The model runs with the moving-average weights inside (validation samples); the trained ones after."""
+        if not self.ema:
+            yield
+            return
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, saved)
+
     def lora_metadata(self, steps: int) -> dict:
         return {**self.lora_meta, "architecture": self.model.architecture.name, "rank": self.s.rank,
                 "alpha": self.s.alpha, "targets": self.s.targets, "steps": steps, "svd_version": __version__,
@@ -352,33 +397,48 @@ class Trainer:
     def save_lora(self, path: Path, steps: int) -> None:
         from .lora import save_lora
 
-        save_lora(lora_pairs(self.layers), path, self.model.architecture, self.s.alpha,
+        t = self.trained()
+        pairs = {n.removesuffix(".lora_A.weight"): (t[n], t[n.replace("lora_A", "lora_B")]) for n in t
+                 if n.endswith(".lora_A.weight")}
+        save_lora(pairs, path, self.model.architecture, self.s.alpha,
                   **{k: v for k, v in self.lora_metadata(steps).items() if k not in ("architecture", "alpha")})
 
     def save_checkpoint(self, step: int) -> None:
-        """checkpoints/step-NNNNNN.safetensors, written atomically: the LoRA (usable as a LoRA file as it is), the
-        optimizer state and what resuming needs. Only the newest keep_checkpoints are kept."""
+        """checkpoints/step-NNNNNN.safetensors, written atomically: the trained tensors (a LoRA checkpoint is a LoRA
+        file as it is), their moving average, the optimizer state and what resuming needs. Only the newest
+        keep_checkpoints are kept."""
         if not self.dist.main:
             return
         folder = self.work_dir / "checkpoints"
-        tensors = {}
-        for name, (a, b) in lora_pairs(self.layers).items():
-            tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
+        tensors = {**self.trained(ema=False)}
+        if self.ema:
+            tensors.update({f"{n}.ema": v for n, v in self.trained(ema=True).items()})  # not LoRA names
         opt_tensors, opt_meta = _optimizer_to_file(self.optimizer)
         tensors.update(opt_tensors)
-        train = {"step": step, "fingerprint": self.s.fingerprint(), "names": self.names, "optimizer": opt_meta,
+        train = {"step": step, "fingerprint": self.identity, "names": self.names, "optimizer": opt_meta,
                  "optimizer_kind": self.optimizer_kind, "world": self.dist.world,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
-        meta = {k: v for k, v in self.lora_metadata(step).items()}
-        path = folder / f"step-{step:06d}.safetensors"
-        _write(tensors, path, {META_KEY: json.dumps(meta), TRAIN_KEY: json.dumps(train)})
+        meta = {TRAIN_KEY: json.dumps(train)}
+        if self.s.train == "lora":
+            meta[META_KEY] = json.dumps(self.lora_metadata(step))
+        path = folder / self._name(step)
+        _write(tensors, path, meta)
         self.last_checkpoint = path
-        for old in sorted(folder.glob("step-*.safetensors"))[:-self.s.keep_checkpoints or None]:
+        for old in self.checkpoints()[:-self.s.keep_checkpoints]:
             old.unlink()
+
+    @staticmethod
+    def _name(step: int) -> str:
+        return f"step-{step:06d}.safetensors"
+
+    def checkpoints(self) -> list[Path]:
+        """This work folder's checkpoints, oldest first (by step, whatever the number of digits)."""
+        found = (self.work_dir / "checkpoints").glob("step-*.safetensors")
+        return sorted(found, key=lambda p: int(p.stem.removeprefix("step-")) if p.stem[5:].isdigit() else -1)
 
     def resume(self) -> int:
         """Load the newest checkpoint in work_dir; returns its step (0 if there is none)."""
-        found = sorted((self.work_dir / "checkpoints").glob("step-*.safetensors"))
+        found = self.checkpoints()
         if not found:
             return 0
         path = found[-1]
@@ -387,20 +447,20 @@ class Trainer:
             train = json.loads(f.metadata[TRAIN_KEY])
         except (CheckpointError, KeyError, json.JSONDecodeError) as e:
             raise TrainingError(f"{path}: not a usable checkpoint ({e})") from None
-        mine = self.s.fingerprint()
-        diff = [f"{k} {train['fingerprint'].get(k)!r} (now {v!r})" for k, v in mine.items()
+        diff = [f"{k} {train['fingerprint'].get(k)!r} (now {v!r})" for k, v in self.identity.items()
                 if train["fingerprint"].get(k) != v]
         if diff:
             raise TrainingError(f"{path} was made with other settings: {', '.join(diff)}; resume with the same "
                                 "settings or use a new --work-dir")
         if train["names"] != self.names:
-            raise TrainingError(f"{path}: its LoRA layers are not this model's")
+            raise TrainingError(f"{path}: its trained tensors are not this model's")
         if train["optimizer_kind"] != self.optimizer_kind:
             raise TrainingError(f"{path}: made with {train['optimizer_kind']}, now {self.optimizer_kind}")
         with torch.no_grad():
-            for name, layer in self.layers.items():
-                layer.lora_A["default"].weight.copy_(f.read(f"{name}.lora_A.weight"))
-                layer.lora_B["default"].weight.copy_(f.read(f"{name}.lora_B.weight"))
+            for name, p in zip(self.names, self.params):
+                p.copy_(f.read(name))
+            for name, e in zip(self.names, self.ema or []):
+                e.copy_(f.read(f"{name}.ema"))
         _optimizer_from_file(self.optimizer, f, train["optimizer"])
         if self.scaler and train.get("scaler"):
             self.scaler.load_state_dict(train["scaler"])
@@ -420,8 +480,12 @@ class Trainer:
         """A resumed run continues the log from its checkpoint's step."""
         log = self.work_dir / "log.jsonl"
         if log.exists():
-            lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-            log.write_text("".join(ln + "\n" for ln in lines))
+            def kept(line: str) -> bool:  # a line cut off by a kill, or not ours, is dropped
+                try:
+                    return json.loads(line)["step"] <= start
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    return False
+            log.write_text("".join(ln + "\n" for ln in log.read_text().splitlines() if kept(ln)))
 
     def _open_tensorboard(self) -> None:
         try:

@@ -5,6 +5,7 @@ Under torchrun every process runs this; rank 0 curates, builds the cache, writes
 output, the others wait for it at barriers.
 """
 
+import datetime
 import json
 import os
 from collections.abc import Callable
@@ -61,7 +62,9 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # The other ranks wait at a barrier while rank 0 curates and encodes the clips, which can take hours on a
+        # large folder: the default 10-minute collective timeout would abort them.
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=12))
     return Dist(dist.get_rank(), world), dev
 
 
@@ -147,12 +150,13 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
         image.save(job.work_dir / "validation.png")
         bucket = (job.train.motion_bucket if job.train.motion_bucket is not None
                   else motion_bucket_for(float(cache.motion.median())))
-        settings = SamplingSettings(frames=job.data.frames, steps=job.sample_steps, fps_id=job.preset.fps_id,
+        fps_id = int(cache.fps_id.mode().values)  # the rate most windows were trained at
+        settings = SamplingSettings(frames=job.data.frames, steps=job.sample_steps, fps_id=fps_id,
                                     motion_bucket_id=bucket, noise_aug=job.preset.noise_aug,
                                     cfg_min=job.preset.cfg_min, cfg_max=job.preset.cfg_max,
                                     decode_chunk=job.preset.decode_chunk)
         sampler = validation_sampler(pipe, to_tensor(image), settings, job.work_dir / "samples",
-                                     seed_of(job.train.seed, "validation") % 2**31, job.preset.fps)
+                                     seed_of(job.train.seed, "validation") % 2**31, fps_id + 1)
 
     trainer = Trainer(model, cache, job.train, job.work_dir, device, dtype, lora_meta, d, sampler, on_step)
     if sampler and job.train.sample_every and not job.resume:

@@ -90,16 +90,17 @@ def plan_windows(clips: list[ClipRecord], frames: int, target_fps: float,
     return windows, skipped
 
 
-def read_frames(source: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """Only the wanted frames of a video (streamed, never the whole clip in memory) or of a frame folder."""
-    wanted = set(indices)
+def iter_frames(source: str, last: int):
+    """(index, frame (H, W, 3) uint8) of a video (streamed) or a frame folder, up to frame `last`."""
     p = Path(source)
-    out = {}
     if p.is_dir():
         names = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
-        for i in wanted:
-            out[i] = np.asarray(Image.open(names[i]).convert("RGB"))
-        return out
+        for i, name in enumerate(names[:last + 1]):
+            try:
+                yield i, np.asarray(Image.open(name).convert("RGB"))
+            except OSError as e:
+                raise VideoError(f"{name}: unreadable frame ({e})") from None
+        return
     import imageio_ffmpeg
 
     try:
@@ -107,16 +108,40 @@ def read_frames(source: str, indices: list[int]) -> dict[int, np.ndarray]:
         meta = next(reader)
         w, h = meta["size"]
         for i, f in enumerate(reader):
-            if i in wanted:
-                out[i] = np.frombuffer(f, np.uint8).reshape(h, w, 3)
-            if i >= max(wanted):
+            yield i, np.frombuffer(f, np.uint8).reshape(h, w, 3)
+            if i >= last:
                 reader.close()
-                break
+                return
     except (RuntimeError, OSError, StopIteration, ValueError) as e:
         raise VideoError(f"{p}: cannot be read again ({str(e).splitlines()[0][:120] if str(e) else 'empty'})") \
             from None
+
+
+def window_frames(source: str, windows: list["Window"], frames: int, width: int, height: int):
+    """(window, its frames fitted to width×height) for the windows of one source, each as soon as its last frame
+    has been read: one pass over the source, holding one window's (already resized) frames at a time."""
+    todo = sorted(windows, key=lambda w: w.first)
+    wanted = {w.first + k * w.stride: (j, k) for j, w in enumerate(todo) for k in range(frames)}
+    pending: dict[int, dict[int, Image.Image]] = {}
+    done = 0
+    for i, frame in iter_frames(source, max(wanted, default=-1)):
+        if i in wanted:
+            j, k = wanted[i]
+            pending.setdefault(j, {})[k] = fit(Image.fromarray(frame), width, height, "crop")
+            if len(pending[j]) == frames:
+                done += 1
+                got = pending.pop(j)
+                yield todo[j], [got[k] for k in range(frames)]
+    if done < len(todo):
+        raise VideoError(f"{source}: has fewer frames than the curate manifest says; run curate again")
+
+
+def read_frames(source: str, indices: list[int]) -> dict[int, np.ndarray]:
+    """Only the wanted frames of a video or a frame folder."""
+    wanted = set(indices)
+    out = {i: f for i, f in iter_frames(source, max(wanted)) if i in wanted}
     if len(out) < len(wanted):
-        raise VideoError(f"{p}: has fewer frames than the curate manifest says; run curate again")
+        raise VideoError(f"{source}: has fewer frames than the curate manifest says; run curate again")
     return out
 
 
@@ -158,42 +183,57 @@ def _window_seed(seed: int, i: int) -> int:
 
 
 @torch.no_grad()
+def _encode(model: LoadedModel, pics: list[Image.Image], d: DataSettings, device: torch.device, i: int,
+            chunk: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One window: (latents (T, 4, h, w) scaled, CLIP (D,), conditioning latents (K, 4, h, w), σ_aug (K,))."""
+    vae, encoder = model.vae, model.image_encoder
+    x = torch.cat([to_tensor(p) for p in pics]).to(device)  # (T, 3, H, W) in [-1, 1]
+    z = torch.cat([vae.encode(part) for part in x.split(chunk)])
+    first = x[:1]
+    clip = encoder.encode_image(first.to(next(encoder.parameters()).dtype)).float().cpu()[0]
+    g = torch.Generator("cpu").manual_seed(_window_seed(d.seed, i))
+    sigmas = torch.exp(d.aug_mean + d.aug_std * torch.randn(d.aug_draws, generator=g))
+    eps = torch.randn((d.aug_draws, *first.shape[1:]), generator=g).to(device)
+    cond = vae.encode(first + sigmas.view(-1, 1, 1, 1).to(device) * eps)
+    return (z * SCALE_FACTOR).half().cpu(), clip, cond.half().cpu(), sigmas
+
+
+def _cache(model: LoadedModel, windows: list[Window], d: DataSettings, device: torch.device, window_pictures,
+           progress) -> WindowCache:
+    """window_pictures yields (window index, its frames) in any order."""
+    model.vae.to(device, torch.float32)  # the reference runs the first stage in float32
+    model.image_encoder.to(device)
+    parts = {}
+    for i, pics in window_pictures:
+        parts[i] = _encode(model, pics, d, device, i)
+        if progress:
+            progress("cache", len(parts), len(windows))
+    latents, clips, cond, cond_aug = (torch.stack(x) for x in zip(*(parts[i] for i in range(len(windows)))))
+    return WindowCache(latents, clips, cond, cond_aug, torch.tensor([w.fps_id for w in windows]),
+                       torch.tensor([w.motion for w in windows]), windows)
+
+
 def encode_windows(model: LoadedModel, windows: list[Window], d: DataSettings, device: torch.device,
-                   progress: Callable[[str, int, int], None] | None = None, chunk: int = 8) -> WindowCache:
-    """Encode every window with the VAE (float32, as the reference runs it) and its first frame with CLIP."""
-    vae, encoder = model.vae.to(device, torch.float32), model.image_encoder.to(device)
-    by_source: dict[str, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_source.setdefault(w.source, []).append(i)
-    n, t = len(windows), d.frames
-    h, w_ = d.height // 8, d.width // 8
-    latents = torch.empty(n, t, vae.cfg.z_channels, h, w_, dtype=torch.float16)
-    cond = torch.empty(n, d.aug_draws, vae.cfg.z_channels, h, w_, dtype=torch.float16)
-    cond_aug = torch.empty(n, d.aug_draws)
-    clips = [None] * n
-    done = 0
-    for source, idx in by_source.items():
-        wanted = [windows[i].first + k * windows[i].stride for i in idx for k in range(t)]
-        frames = read_frames(source, wanted)
-        for i in idx:
-            win = windows[i]
-            pics = [fit(Image.fromarray(frames[win.first + k * win.stride]), d.width, d.height, "crop")
-                    for k in range(t)]
-            x = torch.cat([to_tensor(p) for p in pics]).to(device)  # (T, 3, H, W) in [-1, 1]
-            z = torch.cat([vae.encode(part) for part in x.split(chunk)])
-            latents[i] = (z * SCALE_FACTOR).half().cpu()
-            first = x[:1]
-            clips[i] = encoder.encode_image(first).float().cpu()[0]
-            g = torch.Generator("cpu").manual_seed(_window_seed(d.seed, i))
-            sigmas = torch.exp(d.aug_mean + d.aug_std * torch.randn(d.aug_draws, generator=g))
-            eps = torch.randn((d.aug_draws, *first.shape[1:]), generator=g).to(device)
-            cond[i] = vae.encode(first + sigmas.view(-1, 1, 1, 1).to(device) * eps).half().cpu()
-            cond_aug[i] = sigmas
-            done += 1
-            if progress:
-                progress("cache", done, n)
-    return WindowCache(latents, torch.stack(clips), cond, cond_aug,
-                       torch.tensor([w.fps_id for w in windows]), torch.tensor([w.motion for w in windows]), windows)
+                   progress: Callable[[str, int, int], None] | None = None) -> WindowCache:
+    """Encode every window with the VAE (float32, as the reference runs it) and its first frame with CLIP. Each
+    source is read once, streamed, and each window encoded as soon as its frames are in."""
+    index = {id(w): i for i, w in enumerate(windows)}
+
+    def pictures():
+        for source in dict.fromkeys(w.source for w in windows):
+            for w, pics in window_frames(source, [w for w in windows if w.source == source], d.frames, d.width,
+                                         d.height):
+                yield index[id(w)], pics
+    return _cache(model, windows, d, device, pictures(), progress)
+
+
+def encode_arrays(model: LoadedModel, clips: list[np.ndarray], fps: list[float], motion: list[float],
+                  d: DataSettings, device: torch.device,
+                  progress: Callable[[str, int, int], None] | None = None) -> WindowCache:
+    """Clips already made at the window size (frames (T, H, W, 3) uint8 each), such as procedural ones."""
+    windows = [Window(f"array#{i}", "array", 0, 1, float(f), float(m)) for i, (f, m) in enumerate(zip(fps, motion))]
+    return _cache(model, windows, d, device, ((i, [Image.fromarray(f) for f in c]) for i, c in enumerate(clips)),
+                  progress)
 
 
 def save_cache(cache: WindowCache, path: Path, key: str) -> None:

@@ -318,3 +318,32 @@ def test_accumulation_equals_the_larger_batch(workspace):
     b_keys = [k for k in a if "lora_B" in k]
     moved = torch.cat([a[k].flatten() for k in b_keys]).norm()
     assert torch.cat([(a[k] - b[k]).flatten() for k in b_keys]).norm() < 0.01 * moved
+
+
+def test_full_training_with_a_moving_average_resumes_exactly(tmp_path):
+    """The demo model's mode: every U-Net parameter trained, an EMA of them kept; resuming repeats the run."""
+    from svdcli.procedural import random_clip
+    from svdcli.train import Trainer
+    from svdcli.trainset import encode_arrays
+
+    clips = [random_clip(s, 4, 7, (64, 128))[0] for s in range(3)]
+    d = DataSettings(frames=4, width=128, height=64, fps=7)
+    cache = encode_arrays(tiny_model("svd", seed=1), clips, [7.0] * 3, [0.1] * 3, d, torch.device("cpu"))
+    assert cache.latents.shape == (3, 4, 4, 8, 16) and cache.fps_id.tolist() == [6, 6, 6]
+    s = replace(FAST, train="full", ema=0.5, lr=1e-3)
+
+    def trainer(work: str, steps: int) -> Trainer:
+        return Trainer(tiny_model("svd", seed=1), cache, replace(s, steps=steps), tmp_path / work,
+                       torch.device("cpu"), torch.float32, {})
+    whole = trainer("a", 4)
+    assert len(whole.params) == len(list(whole.model.unet.parameters()))
+    whole.run()
+    trainer("b", 2).run()
+    resumed = trainer("b", 4)
+    assert resumed.run(resume=True) == 4
+    a, b = whole.trained(), resumed.trained()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    initial = tiny_model("svd", seed=1).unet.state_dict()
+    raw = whole.trained(ema=False)
+    assert any(not torch.equal(raw[k], initial[k]) for k in raw)
+    assert any(not torch.equal(raw[k], a[k]) for k in raw)  # the average is not the last weights

@@ -1,5 +1,7 @@
 """The `svd` command. Thin: parse, validate, call the library, render."""
 
+import os
+
 import typer
 from rich.console import Console
 
@@ -11,7 +13,10 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2):
-    """Bad input: one line on stderr and a non-zero exit code, never a traceback."""
+    """Bad input: one line on stderr and a non-zero exit code, never a traceback. Under torchrun only rank 0
+    says it (every rank fails the same way)."""
+    if os.environ.get("RANK", "0") != "0":
+        raise typer.Exit(code)
     err.print(f"svd: error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

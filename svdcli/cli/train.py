@@ -90,8 +90,6 @@ def train_lora(
     from ..trainset import MOTION_GROUPS, DataSettings
     from ..weights import WeightsError, resolve_weights
 
-    if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_torchrun(gpus))
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     interrupt_on_sigterm()
@@ -104,9 +102,23 @@ def train_lora(
         w, h = parse_size(size) if size else (p.width, p.height)
         bucket = p.motion_bucket if motion_bucket is None else None if motion_bucket == "auto" else motion_bucket
         if isinstance(bucket, str):
-            if not bucket.isdigit():
+            if not bucket.isdigit() or int(bucket) > 255:
                 raise ValueError(f"--motion-bucket {motion_bucket}: a number 0-255, or auto")
             bucket = int(bucket)
+        if targets not in ("temporal", "spatial", "all"):
+            raise ValueError(f"--targets {targets}: choose temporal, spatial or all")
+        if optimizer not in ("auto", "adamw", "adamw8bit"):
+            raise ValueError(f"--optimizer {optimizer}: choose auto, adamw or adamw8bit")
+        if validation_image is not None:
+            from ..images import load_image
+
+            load_image(validation_image)  # a bad image fails now, not after hours of encoding
+        if gpus < 1:
+            raise ValueError("--gpus must be at least 1")
+        import torch
+
+        if gpus > 1 and device != "cpu" and torch.cuda.is_available() and gpus > torch.cuda.device_count():
+            raise ValueError(f"--gpus {gpus}: this machine has {torch.cuda.device_count()} CUDA devices")
         for name, v in (("--steps", steps), ("--rank", rank), ("--batch", batch), ("--accumulate", accumulate),
                         ("--checkpoint-every", checkpoint_every), ("--keep-checkpoints", keep_checkpoints),
                         ("--noise-aug-draws", aug_draws), ("--sample-steps", sample_steps)):
@@ -116,9 +128,12 @@ def train_lora(
             raise ValueError("--cond-dropout must be in [0, 1)")
         out = out or Path(f"{motion}.safetensors")
         work = work_dir or out.with_name(out.stem + "-train")
-        if out.exists() and not (overwrite or resume):
+        resumable = any((work / "checkpoints").glob("step-*.safetensors"))
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file name")
+        if out.exists() and not (overwrite or (resume and resumable)):  # a resumed run rewrites its own output
             raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
-        if not resume and any((work / "checkpoints").glob("step-*.safetensors")):
+        if not resume and resumable:
             raise ValueError(f"{work} holds checkpoints of an earlier run; pass --resume to continue it, or "
                              "choose another --work-dir")
         data = DataSettings(frames=frames or p.frames, width=w, height=h, fps=fps or p.fps, aug_mean=aug_mean,
@@ -131,6 +146,8 @@ def train_lora(
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
         fail(str(x))
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per rank
+        raise typer.Exit(_torchrun(gpus))
 
     from ..images import ImageError
     from ..lora import LoraError
@@ -149,6 +166,11 @@ def train_lora(
             result = run(job, note=lambda m: note(m, quiet), progress=progress_view, on_step=on_step)
     except (TrainingError, DataError, CheckpointError, VideoError, ImageError, LoraError, ValueError) as x:
         fail(str(x), 1)
+    except torch.OutOfMemoryError:
+        fail(f"out of memory on {device}; try a smaller --batch or --size, fewer --frames, or keep gradient "
+             "checkpointing on (resume with --resume)", 1)
+    except OSError as x:
+        fail(f"{x.filename or work}: {x.strerror or x}", 1)
     except KeyboardInterrupt:
         fail(f"interrupted; `--resume` continues from the newest checkpoint in {work / 'checkpoints'}", 130)
     if not main_rank:
