@@ -43,12 +43,22 @@ class Lora:
     meta: dict
 
 
+# LoRAs shipped with the package, usable by name (--lora demo-zoom).
+SHIPPED = {"demo-zoom": "package:demo/demo-zoom.safetensors"}
+
+
 def parse_spec(spec: str) -> tuple[str, float]:
-    """FILE or FILE:SCALE."""
+    """FILE or FILE:SCALE; FILE may be the name of a shipped LoRA."""
     path, sep, scale = spec.rpartition(":")
-    if sep and re.fullmatch(r"-?\d+(\.\d+)?", scale):
-        return path, float(scale)
-    return spec, 1.0
+    path, scale = (path, float(scale)) if sep and re.fullmatch(r"-?\d+(\.\d+)?", scale) else (spec, 1.0)
+    if path in SHIPPED and not Path(path).exists():
+        from .weights import WeightsError, package_file
+
+        try:
+            path = str(package_file(SHIPPED[path]))
+        except WeightsError as e:
+            raise LoraError(str(e)) from None
+    return path, scale
 
 
 def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:

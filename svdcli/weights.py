@@ -44,6 +44,20 @@ def _from_snapshot(snapshot: Path, preset: Preset | None) -> Path | None:
     return files[0] if len(files) == 1 else None
 
 
+PACKAGE = "package:"  # a preset's weights shipped inside svdcli (the demo model)
+
+
+def package_file(spec: str) -> Path:
+    """package:demo/x.safetensors -> the file inside the installed svdcli package."""
+    import importlib.resources
+
+    path = Path(str(importlib.resources.files("svdcli"))) / spec.removeprefix(PACKAGE)
+    if not path.is_file():
+        raise WeightsError(f"{path}: not in this installation (the demo model is built by "
+                           "`python -m svdcli.demo_recipe --out DIR --install`; see docs/demo-model.md)")
+    return path
+
+
 def resolve_weights(spec: str | None, preset: Preset) -> Path:
     """--weights as given (file, folder, or a hub repo id already in the cache), else the preset's own weights."""
     if spec:
@@ -58,6 +72,8 @@ def resolve_weights(spec: str | None, preset: Preset) -> Path:
         raise WeightsError(f"--weights {spec}: no such file or folder, and no hub repo of that name in the cache "
                            f"({hub_cache_dir()})")
     if preset.weights:
+        if preset.weights.startswith(PACKAGE):
+            return package_file(preset.weights)
         return Path(preset.weights).expanduser()
     if preset.repo and (snap := cached_snapshot(preset.repo)) and (found := _from_snapshot(snap, preset)):
         return found
@@ -68,7 +84,14 @@ def resolve_weights(spec: str | None, preset: Preset) -> Path:
 
 
 def installed(preset: Preset) -> dict | None:
-    """Where a preset's weights are in the hub cache: path, revision and size on disk; None if not there."""
+    """Where a preset's weights are in the hub cache (or the package): path, revision and size on disk; None if not
+    there."""
+    if preset.weights and preset.weights.startswith(PACKAGE):
+        try:
+            path = package_file(preset.weights)
+        except WeightsError:
+            return None
+        return {"path": str(path), "revision": "built-in", "bytes": path.stat().st_size, "layout": "single-file"}
     if not preset.repo or not (snap := cached_snapshot(preset.repo)) or not (found := _from_snapshot(snap, preset)):
         return None
     files = [found] if found.is_file() else [p for p in found.rglob("*") if p.is_file()]

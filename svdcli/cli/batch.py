@@ -55,7 +55,7 @@ def batch(
     from ..batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
     from ..generation import OptionsError, resolve_options
     from ..outputs import watermark_available
-    from ..presets import PresetError, load_preset
+    from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
     interrupt_on_sigterm()
@@ -63,7 +63,7 @@ def batch(
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
              "fmt": fmt, "loop": loop, "quality": quality}
     try:
-        p = load_preset(preset)
+        p = c.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()
         resolve_options(p, **flags, watermark=watermark)  # the batch-wide settings must be valid
         index, count = _shard(shard)

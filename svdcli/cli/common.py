@@ -5,7 +5,9 @@ import typer
 from . import fail, note
 
 # Sampling settings (None: the preset's value).
-PRESET = typer.Option("svd-xt", help="Preset name (svd, svd-xt, svd-xt-1.1, ...) or a YAML file.")
+PRESET = typer.Option(None, help="Preset name (svd, svd-xt, svd-xt-1.1, demo, ...) or a YAML file. Default: "
+                                  "svd-xt when its weights are downloaded or --weights is given, else the built-in "
+                                  "demo model.")
 WEIGHTS = typer.Option(None, help="Checkpoint file, diffusers folder, or hub repo id in the local cache. "
                                   "Default: the preset's weights from the hub cache.")
 FRAMES = typer.Option(None, help="Number of frames (preset: 14 for SVD, 25 for SVD-XT).")
@@ -42,6 +44,26 @@ WEIGHTS_DTYPE = typer.Option(None, "--weights-dtype", help="How the U-Net and im
                              "compute dtype.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress, notes or warnings on stderr.")
 LORA = typer.Option(None, "--lora", help="A LoRA file, optionally with a scale (FILE:0.8); repeatable.")
+
+
+def default_preset(name: str | None, weights: str | None, quiet: bool):
+    """The preset to use: the one named; else svd-xt when its weights are here (or --weights is given); else the
+    built-in demo model, said in one line with the command that fetches the real one."""
+    from ..presets import load_preset
+    from ..weights import WeightsError, installed, package_file
+
+    if name:
+        return load_preset(name)
+    real = load_preset("svd-xt")
+    if weights or installed(real):
+        return real
+    try:
+        package_file(load_preset("demo").weights)
+    except WeightsError:
+        return real  # an installation without the demo model: the error says how to get the real one
+    note("using the built-in demo model (tiny, trained on procedural clips); `svd download svd-xt` fetches the "
+         "real SVD-XT", quiet)
+    return load_preset("demo")
 
 
 def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,

@@ -84,7 +84,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="One JSON object p
     for col in ("preset", "downloaded", "size", "revision", "path"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["preset"], "yes" if r["downloaded"] else f"no: svd download {r['preset']}",
+        missing = f"no: svd download {r['preset']}" if r["repo"] else "no: not in this installation"
+        table.add_row(r["preset"], "yes" if r["downloaded"] else missing,
                       f"{r['bytes'] / 1e9:.2f} GB" if r["downloaded"] else "", r.get("revision", "")[:12],
                       r.get("path", ""))
     Console().print(table)

@@ -40,13 +40,13 @@ def generate(
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
     from ..outputs import OutputError, can_watermark, output_path, sidecar_path, watermark_available
-    from ..presets import PresetError, load_preset
+    from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
     interrupt_on_sigterm()
     started = time.perf_counter()
     try:
-        p = load_preset(preset)
+        p = c.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()
         o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size, resize=resize,

@@ -94,7 +94,7 @@ def train_lora(
     quiet = quiet or not main_rank
     interrupt_on_sigterm()
     try:
-        p = load_preset(preset)
+        p = load_preset(preset or "svd-xt")
         if motion not in MOTION_GROUPS:
             raise ValueError(f"--motion {motion}: choose one of {', '.join(MOTION_GROUPS)}")
         if not clips.exists():
