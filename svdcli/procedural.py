@@ -39,10 +39,12 @@ class Motion:
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, scales=(2, 8, 32)) -> np.ndarray:
+    """Noise at several scales with amplitude growing with the scale (about 1/f, like photographs): fine detail
+    for optical flow to track, without the white-noise energy no 8× autoencoder could keep."""
     img = np.zeros((h, w, 3), np.float32)
     for scale in scales:
         small = rng.random((h // scale + 2, w // scale + 2, 3)).astype(np.float32)
-        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[:h, :w] * rng.uniform(0.3, 1.0)
+        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[:h, :w] * scale * rng.uniform(0.5, 1.0)
     img -= img.min()
     return img / max(img.max(), 1e-6)
 
