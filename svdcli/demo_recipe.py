@@ -1,0 +1,204 @@
+"""How the built-in demo model is made: the SVD architecture at small widths, trained from a fixed seed on
+procedural clips (no downloads), in the paper's order where it helps: the autoencoder first, then the video model,
+then a camera-motion LoRA with `svd train-lora`.
+
+    python -m svdcli.demo_recipe --out demo-build              # the recipe (see docs/demo-model.md)
+    python -m svdcli.demo_recipe --out /tmp/quick --scale 0.02  # a smoke run: every stage, few steps
+
+Stages:
+1. Autoencoder: encoder + temporal decoder trained on procedural clips (vae_train.py), then its latent scale
+   calibrated so latents × 0.18215 have unit variance, as the diffusion model expects.
+2. Image encoder: the open_clip ViT layout at small width, randomly initialised from the seed and frozen (its
+   features are a fixed random projection of the first frame; the conditioning latent carries the picture).
+3. Video model: every U-Net parameter trained (with an EMA) by the train-lora trainer in full mode on procedural
+   clips with pans, tilts, static shots and object motion — zoom is left out on purpose — conditioned on their
+   frame rate and on the motion bucket of their motion as curate measures it.
+4. Zoom LoRA: procedural zoom-in/zoom-out clips written as MP4s and given to `svd train-lora --motion zoom`.
+Files: svd-demo.safetensors (fp16), demo-zoom.safetensors, recipe.json (settings, timings, losses, sha256s).
+"""
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .loader import LoadedModel
+from .models.clip import CLIPConfig, ImageEncoder
+from .models.init import random_init
+from .models.unet import VideoUNet
+from .models.vae import VAEConfig
+from .motion import clip_motion
+from .presets import Preset
+from .procedural import BASE_CAMERAS, ZOOM_CAMERAS, random_clip
+from .saving import save_single_file
+from .train import Trainer, TrainSettings, seed_of
+from .trainset import DataSettings, encode_arrays
+from .variants import ARCHITECTURES
+from .vae_train import VAETrainSettings, calibrate_latent_scale, new_vae, procedural_clips, train_vae
+
+ARCH = replace(ARCHITECTURES["svd"],
+               unet=replace(ARCHITECTURES["svd"].unet, model_channels=32, channel_mult=(1, 2, 2),
+                            attention_levels=(True, True, True), head_dim=32, context_dim=128),
+               vae=VAEConfig(channels=32, channel_mult=(1, 2, 2, 4), num_res_blocks=1),
+               clip=CLIPConfig(image_size=224, patch_size=32, width=64, layers=2, head_width=32, mlp_width=256,
+                               embed_dim=128))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    frames: int = 14
+    width: int = 192
+    height: int = 128
+    fps: int = 7
+    vae_steps: int = 1500
+    vae_frames: int = 6  # frames per training clip: the temporal decoder's convolutions see 3 frames at a time
+    unet_clips: int = 400
+    unet_steps: int = 4000
+    unet_lr: float = 5e-4
+    ema: float = 0.999
+    p_mean: float = 0.4  # small latents need less of the high-resolution shift than SVD's 0.7
+    p_std: float = 1.6
+    lora_clips: int = 24
+    lora_steps: int = 300
+    lora_rank: int = 8
+
+    def scaled(self, f: float) -> "Recipe":
+        """Every step and clip count × f (at least 2): for smoke runs."""
+        n = lambda v: max(2, round(v * f))  # noqa: E731
+        return replace(self, vae_steps=n(self.vae_steps), unet_clips=n(self.unet_clips),
+                       unet_steps=n(self.unet_steps), lora_clips=n(self.lora_clips), lora_steps=n(self.lora_steps))
+
+
+def demo_preset(weights: Path | None = None) -> Preset:
+    from .presets import load_preset
+
+    p = load_preset("demo")
+    return replace(p, weights=str(weights)) if weights else p
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    import imageio_ffmpeg
+
+    h, w = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, quality=9, macro_block_size=1)
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+
+
+def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    size = (r.height, r.width)
+    report: dict = {"recipe": asdict(r), "architecture": {k: asdict(getattr(ARCH, k)) for k in ("unet", "vae", "clip")}}
+    torch.manual_seed(r.seed)
+
+    # 1. Autoencoder.
+    t0 = time.perf_counter()
+    vae = new_vae(ARCH.vae, r.seed)
+    vs = VAETrainSettings(steps=r.vae_steps, frames=r.vae_frames, seed=r.seed)
+    note(f"autoencoder: {r.vae_steps} steps")
+    summary = train_vae(vae, lambda step: procedural_clips([seed_of(r.seed, "vae", step)], r.vae_frames, size,
+                                                           r.fps, cameras=BASE_CAMERAS), vs, progress)
+    calib = procedural_clips([seed_of(r.seed, "calibrate", i) for i in range(48)], 1, size, r.fps)[:, 0]
+    k = calibrate_latent_scale(vae, calib)
+    report["vae"] = {"seconds": time.perf_counter() - t0, "loss": summary.get("loss"), "train_psnr": summary.get("psnr"),
+                     "latent_scale": k}
+
+    # 2. Image encoder: fixed random features.
+    encoder = random_init(ImageEncoder(ARCH.clip), seed_of(r.seed, "clip") % 2**31).eval()
+    model = LoadedModel(ARCH, random_init(VideoUNet(ARCH.unet), seed_of(r.seed, "unet") % 2**31), vae.eval(),
+                        encoder, "demo", [], ["float32"])
+
+    # 3. Video model.
+    t0 = time.perf_counter()
+    note(f"video model: {r.unet_clips} clips, {r.unet_steps} steps")
+    clips, scores = [], []
+    for i in range(r.unet_clips):
+        frames, _ = random_clip(seed_of(r.seed, "unet-data", i), r.frames, r.fps, size, cameras=BASE_CAMERAS)
+        clips.append(frames)
+        scores.append(clip_motion(frames, r.fps).score)  # the motion bucket as curate would measure it
+        if progress:
+            progress("clips", i + 1, r.unet_clips)
+    d = DataSettings(frames=r.frames, width=r.width, height=r.height, fps=r.fps, seed=r.seed)
+    cache = encode_arrays(model, clips, [float(r.fps)] * len(clips), scores, d, torch.device("cpu"), progress)
+    s = TrainSettings(train="full", ema=r.ema, steps=r.unet_steps, lr=r.unet_lr, seed=r.seed,
+                      p_mean=r.p_mean, p_std=r.p_std, cond_dropout=0.1, motion_bucket=None, optimizer="adamw",
+                      checkpointing=False, checkpoint_every=max(1, r.unet_steps // 4), keep_checkpoints=1,
+                      weight_decay=0.0, warmup=min(100, r.unet_steps // 10 + 1))
+    trainer = Trainer(model, cache, s, out / "unet-train", torch.device("cpu"), torch.float32,
+                      {"data_settings": asdict(d)},
+                      on_step=(lambda i, n, loss, lr: progress("train", i, n)) if progress else None)
+    trainer.run(resume=(out / "unet-train" / "checkpoints").exists())
+    with torch.no_grad():
+        for name, value in trainer.trained(ema=True).items():
+            model.unet.get_parameter(name).copy_(value)
+    log = [json.loads(x) for x in (out / "unet-train" / "log.jsonl").read_text().splitlines()]
+    tail = [e["loss"] for e in log[-100:]]
+    report["unet"] = {"seconds": time.perf_counter() - t0, "final_loss_mean_100": float(np.mean(tail)),
+                      "first_loss_mean_100": float(np.mean([e["loss"] for e in log[:100]])),
+                      "motion_scores": [float(np.min(scores)), float(np.median(scores)), float(np.max(scores))]}
+    weights = out / "svd-demo.safetensors"
+    model.unet.requires_grad_(False)
+    save_single_file(model, weights, dtype=torch.float16)
+
+    # 4. Zoom LoRA, with the train-lora command's own code path.
+    t0 = time.perf_counter()
+    from .train_lora import Job, run
+
+    zoom_dir = out / "zoom-clips"
+    zoom_dir.mkdir(exist_ok=True)
+    for i in range(r.lora_clips):
+        frames, motion = random_clip(seed_of(r.seed, "zoom", i), r.frames + 6, r.fps, size, cameras=ZOOM_CAMERAS)
+        write_mp4(zoom_dir / f"{i:03d}-{motion.camera}.mp4", frames, r.fps)
+    note(f"zoom LoRA: {r.lora_clips} clips, {r.lora_steps} steps")
+    lora_path = out / "demo-zoom.safetensors"
+    job = Job(zoom_dir, "zoom", lora_path, out / "zoom-train", weights, demo_preset(weights),
+              DataSettings(frames=r.frames, width=r.width, height=r.height, fps=r.fps, seed=r.seed),
+              TrainSettings(steps=r.lora_steps, rank=r.lora_rank, alpha=float(r.lora_rank), lr=1e-3, warmup=20,
+                            seed=r.seed, p_mean=r.p_mean, p_std=r.p_std, motion_bucket=None, optimizer="adamw",
+                            checkpointing=False, checkpoint_every=max(1, r.lora_steps // 2), keep_checkpoints=1),
+              device="cpu", dtype="fp32", resume=(out / "zoom-train" / "checkpoints").exists(), sample_steps=12)
+    lora = run(job, note=note)
+    report["lora"] = {"seconds": time.perf_counter() - t0, "loss": lora["loss"], "data": lora["data"]}
+    report["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in (weights, lora_path)}
+    (out / "recipe.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Build the demo model from its recipe.")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="Multiply every step and clip count (smoke runs).")
+    ap.add_argument("--install", action="store_true", help="Copy the files into the package (svdcli/demo/).")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    r = Recipe(seed=a.seed)
+    r = r.scaled(a.scale) if a.scale != 1.0 else r
+    started = time.perf_counter()
+    report = build(r, a.out, note=lambda m: print(f"[{time.perf_counter() - started:7.1f} s] {m}", flush=True))
+    report["total_seconds"] = time.perf_counter() - started
+    (a.out / "recipe.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("vae", "unet", "lora", "files", "total_seconds")}, indent=1))
+    if a.install:
+        import shutil
+
+        target = Path(__file__).parent / "demo"
+        target.mkdir(exist_ok=True)
+        for name in ("svd-demo.safetensors", "demo-zoom.safetensors", "recipe.json"):
+            shutil.copyfile(a.out / name, target / name)
+
+
+if __name__ == "__main__":
+    main()
