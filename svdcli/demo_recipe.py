@@ -33,6 +33,7 @@ from .models.init import random_init
 from .models.unet import VideoUNet
 from .models.vae import VAEConfig
 from .motion import clip_motion
+from .outputs import write_mp4
 from .presets import Preset
 from .procedural import BASE_CAMERAS, ZOOM_CAMERAS, random_clip
 from .saving import save_single_file
@@ -84,17 +85,6 @@ def demo_preset(weights: Path | None = None) -> Preset:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    import imageio_ffmpeg
-
-    h, w = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, quality=9, macro_block_size=1)
-    writer.send(None)
-    for f in frames:
-        writer.send(np.ascontiguousarray(f))
-    writer.close()
 
 
 def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
@@ -160,7 +150,7 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
     zoom_dir.mkdir(exist_ok=True)
     for i in range(r.lora_clips):
         frames, motion = random_clip(seed_of(r.seed, "zoom", i), r.frames + 6, r.fps, size, cameras=ZOOM_CAMERAS)
-        write_mp4(zoom_dir / f"{i:03d}-{motion.camera}.mp4", frames, r.fps)
+        write_mp4(frames, zoom_dir / f"{i:03d}-{motion.camera}.mp4", r.fps, {"camera": motion.camera}, 9.0)
     note(f"zoom LoRA: {r.lora_clips} clips, {r.lora_steps} steps")
     lora_path = out / "demo-zoom.safetensors"
     job = Job(zoom_dir, "zoom", lora_path, out / "zoom-train", weights, demo_preset(weights),
