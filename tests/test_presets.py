@@ -7,7 +7,7 @@ from svdcli.presets import PresetError, builtin_names, load_preset
 
 
 def test_builtin_presets_hold_the_reference_defaults():
-    assert builtin_names() == ["sv3d-p", "sv3d-u", "svd", "svd-image-decoder", "svd-xt", "svd-xt-1.1",
+    assert builtin_names() == ["demo", "sv3d-p", "sv3d-u", "svd", "svd-image-decoder", "svd-xt", "svd-xt-1.1",
                                "svd-xt-image-decoder"]
     svd, xt, xt11, sv3d = (load_preset(n) for n in ("svd", "svd-xt", "svd-xt-1.1", "sv3d-p"))
     assert (svd.frames, svd.steps, svd.cfg_min, svd.cfg_max, svd.fps_id) == (14, 25, 1.0, 2.5, 6)
@@ -17,6 +17,8 @@ def test_builtin_presets_hold_the_reference_defaults():
         (21, 50, "triangle", 1e-5, 576, 576)
     assert all(load_preset(n).noise_aug == 0.02 for n in builtin_names() if n.startswith("svd"))
     assert load_preset("svd-xt-image-decoder").architecture == "svd_image_decoder"
+    demo = load_preset("demo")  # the built-in demo model: weights inside the package, no hub repo
+    assert demo.weights == "package:demo/svd-demo.safetensors" and demo.repo is None
 
 
 def test_user_preset_by_path_with_base(tmp_path):
