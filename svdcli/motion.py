@@ -9,6 +9,7 @@ flow left unexplained is object motion. Sign conventions: a camera panning right
 """
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +65,15 @@ def grey_small(frame: np.ndarray, width: int = ANALYSIS_WIDTH) -> np.ndarray:
     return cv2.resize(g, (width, max(8, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
-_DIS = None
+_DIS = threading.local()  # one DIS object per thread and preset: calc keeps buffers, so it is not reentrant
 
 
-def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def flow(a: np.ndarray, b: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
     """Dense flow from grey frame a to b: (h, w, 2) pixels."""
-    global _DIS
-    if _DIS is None:
-        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return _DIS.calc(a, b, None)
+    dis = _DIS.__dict__.get(preset)
+    if dis is None:
+        dis = _DIS.__dict__[preset] = cv2.DISOpticalFlow_create(preset)
+    return dis.calc(a, b, None)
 
 
 @dataclass
