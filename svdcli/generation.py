@@ -41,11 +41,14 @@ class Options:
     loop: bool
     watermark: bool
     quality: float
+    polars_rad: tuple[float, ...] | None = None  # SV3D_p's camera, one angle per frame (svd multiview)
+    azimuths_rad: tuple[float, ...] | None = None
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(frames=self.frames, steps=self.steps, fps_id=self.fps_id,
                                 motion_bucket_id=self.motion_bucket, noise_aug=self.noise_aug, cfg_min=self.cfg_min,
-                                cfg_max=self.cfg_max, guidance=self.guidance, decode_chunk=self.decode_chunk)
+                                cfg_max=self.cfg_max, guidance=self.guidance, decode_chunk=self.decode_chunk,
+                                polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -148,15 +151,7 @@ class Engine:
         """Fit the image (unless the caller already did: picture), generate, write target (and its sidecar)
         atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults."""
         picture = picture if picture is not None else prepare_image(image_path, o, self.preset)
-        if o.watermark and not can_watermark(*picture.size):
-            o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
-        # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
-        w, h = picture.size
-        if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
-            o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, h, w, free_memory(self.pipe.device)))
-        beyond = w > self.preset.width or h > self.preset.height
-        self.pipe.decode_tile = (self.preset.height // 8, self.preset.width // 8) if beyond else None
-        frames, _ = render(self.pipe, picture, o, seed, progress)
+        frames, o = self.run(picture, o, seed, progress)
         meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
                         self.pipe.model.architecture.name, **self.info)
         meta["frames_written"] = len(frames)
@@ -166,3 +161,16 @@ class Engine:
         if progress:
             progress("write", 1, 1)
         return meta
+
+    def run(self, picture: Image.Image, o: Options, seed: int, progress=None) -> tuple[np.ndarray, Options]:
+        """Frames (T, H, W, 3) uint8 for a fitted picture, and the options as they ran."""
+        if o.watermark and not can_watermark(*picture.size):
+            o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
+        # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
+        w, h = picture.size
+        if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
+            o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, h, w, free_memory(self.pipe.device)))
+        beyond = w > self.preset.width or h > self.preset.height
+        self.pipe.decode_tile = (self.preset.height // 8, self.preset.width // 8) if beyond else None
+        frames, _ = render(self.pipe, picture, o, seed, progress)
+        return frames, o

@@ -15,8 +15,8 @@ class ImageError(ValueError):
     """An input image that cannot be used; one line for the user."""
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB with transparency composited on white; 16-bit and float images scaled to 8 bits."""
+def _to_rgb(im: Image.Image, keep_alpha: bool = False) -> Image.Image:
+    """RGB with transparency composited on white (or kept: RGBA); 16-bit and float images scaled to 8 bits."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -25,14 +25,17 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("LA", "La", "PA", "RGBa") or (im.mode == "L" and "transparency" in im.info):
         im = im.convert("RGBA")
+    if im.mode == "RGBA" and keep_alpha:
+        return im
     if im.mode == "RGBA":
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, im).convert("RGB")
     return im.convert("RGB")  # L, CMYK, YCbCr, LAB, HSV, 1
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open, apply the EXIF orientation, convert to RGB. Raises ImageError with one line for bad input."""
+def load_image(path: str | Path, keep_alpha: bool = False) -> Image.Image:
+    """Open, apply the EXIF orientation, convert to RGB (RGBA if keep_alpha and the image has transparency).
+    Raises ImageError with one line for bad input."""
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"{p}: no such file")
@@ -46,7 +49,7 @@ def load_image(path: str | Path) -> Image.Image:
                     raise ImageError(f"{p}: {im.width}x{im.height} is too large (limit {MAX_PIXELS // 10**6} MP)")
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
+                return _to_rgb(im, keep_alpha)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

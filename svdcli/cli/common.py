@@ -49,11 +49,14 @@ LORA = typer.Option(None, "--lora", help="A LoRA file, optionally with a scale (
 def default_preset(name: str | None, weights: str | None, quiet: bool):
     """The preset to use: the one named; else svd-xt when its weights are here (or --weights is given); else the
     built-in demo model, said in one line with the command that fetches the real one."""
-    from ..presets import load_preset
+    from ..presets import PresetError, load_preset
     from ..weights import WeightsError, installed, package_file
 
     if name:
-        return load_preset(name)
+        preset = load_preset(name)
+        if preset.architecture == "sv3d_p":  # it needs a camera path, which only multiview makes
+            raise PresetError(f"preset {name} is camera-conditioned SV3D: use `svd multiview IMAGE --preset {name}`")
+        return preset
     real = load_preset("svd-xt")
     if weights or installed(real):
         return real
