@@ -29,17 +29,23 @@ All of it is whole-array numpy/OpenCV work; pairs run in parallel threads. The l
 through a callback (stage, done, total).
 """
 
+import datetime
+import json
 import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from .motion import flow
+from . import __version__
+from .motion import flow, read_clip
+from .outputs import sidecar_path
 
 MAX_RATIO = 16  # more than 16 new frames per source frame: slow motion, not smoothing, and memory grows with it
 PRESETS = {cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST: "ultrafast", cv2.DISOPTICAL_FLOW_PRESET_FAST: "fast",
@@ -271,8 +277,10 @@ def schedule(frames: int, ratio: Fraction, loop: bool) -> list[tuple[int, Fracti
     return out
 
 
-def resolve_ratio(fps: float, factor: int | None, target_fps: float | None) -> Fraction:
-    """The rate ratio from --factor or --fps (exactly one, or neither: 2)."""
+def resolve_ratio(frames: int, fps: float, factor: int | None, target_fps: float | None) -> Fraction:
+    """The rate ratio from factor or target_fps (one of them; neither: 2), checked along with the clip length."""
+    if frames < 2:
+        raise InterpolateError(f"a clip of {frames} frame{'s' * (frames != 1)}: interpolation needs at least 2")
     if factor is not None and target_fps is not None:
         raise InterpolateError("give --factor or --fps, not both")
     if target_fps is None:
@@ -281,11 +289,11 @@ def resolve_ratio(fps: float, factor: int | None, target_fps: float | None) -> F
             raise InterpolateError(f"--factor {factor}: must be a whole number from 2 to {MAX_RATIO}")
         return Fraction(factor)
     if not fps > 0:
-        raise InterpolateError("the clip has no frame rate; give its rate with --source-fps")
-    ratio = Fraction(target_fps / fps).limit_denominator(1001)
+        raise InterpolateError("the clip has no frame rate; give it with --source-fps")
+    ratio = Fraction(target_fps / fps).limit_denominator(1001)  # 24 / 7 stays 24/7; 59.94 / 29.97 becomes 2
     if not 1 < ratio <= MAX_RATIO:
         raise InterpolateError(f"--fps {target_fps:g}: must be above the clip's {fps:g} fps and at most "
-                               f"{MAX_RATIO}x it")
+                               f"{MAX_RATIO} times it")
     return ratio
 
 
@@ -304,9 +312,7 @@ def interpolate(frames: np.ndarray, fps: float, factor: int | None = None, targe
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InterpolateError("frames must be (T, H, W, 3) uint8")
     n = len(frames)
-    if n < 2:
-        raise InterpolateError(f"a clip of {n} frame{'s' * (n != 1)}: interpolation needs at least 2")
-    ratio = resolve_ratio(fps, factor, target_fps)
+    ratio = resolve_ratio(n, fps, factor, target_fps)
     plan = schedule(n, ratio, loop)
     pairs = sorted({i for i, t in plan if t})  # pairs with new frames between them
     times = {i: sorted({t for j, t in plan if j == i and t}) for i in pairs}
@@ -330,6 +336,50 @@ def interpolate(frames: np.ndarray, fps: float, factor: int | None = None, targe
     record = {"method": "optical flow (OpenCV DIS, forward-backward occlusion check)", "work_scale": scale,
               "dis_preset": PRESETS[dis_preset(*shrink(frames[0], scale).shape[:2])],
               "factor": int(ratio) if ratio.denominator == 1 else float(ratio), "source_fps": fps, "fps": out_fps,
-              "loop": loop,
-              "source_frames": n, "frames": len(out), "blended_pairs": unrelated}
+              "loop": loop, "source_frames": n, "frames": len(out), "blended_pairs": unrelated}
     return Interpolated(out, float(out_fps), record)
+
+
+# --- files -----------------------------------------------------------------------------------------------------------
+
+def svd_metadata(source: str | Path) -> dict | None:
+    """What svd wrote with a clip: its sidecar JSON, or for a folder of frames the first PNG's text chunk."""
+    p = Path(source)
+    sidecar = sidecar_path(p, "png" if p.is_dir() else p.suffix.lstrip("."))
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+            if isinstance(meta, dict) and "svd_version" in meta:
+                return meta
+        except (OSError, ValueError):
+            pass
+    if p.is_dir():
+        for png in sorted(p.glob("*.png"))[:1]:
+            try:
+                with Image.open(png) as im:
+                    meta = json.loads(im.text.get("svd", "null"))
+            except (OSError, ValueError):
+                return None
+            return meta if isinstance(meta, dict) else None
+    return None
+
+
+def read_source(source: str | Path, source_fps: float | None = None) -> tuple[np.ndarray, float, dict | None]:
+    """(frames (T, H, W, 3) uint8, fps, svd's metadata or None) of a video file or a folder of frames. The rate:
+    source_fps if given; else a video's own; else, for a folder, the rate svd recorded for it, or 24."""
+    frames, fps = read_clip(source)
+    meta = svd_metadata(source)
+    if source_fps is not None:
+        if not source_fps > 0:
+            raise InterpolateError(f"--source-fps {source_fps:g}: must be positive")
+        fps = source_fps
+    elif Path(source).is_dir() and meta:  # the file's rate; older outputs only have generate's --fps
+        fps = float(meta.get("fps_written") or (meta.get("settings") or {}).get("fps") or fps)
+    return frames, fps, meta
+
+
+def metadata(source: str | Path, result: Interpolated, source_meta: dict | None) -> dict:
+    t, h, w, _ = result.frames.shape
+    return {"svd_version": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "input": str(source), "width": w, "height": h, "frames_written": t, "fps_written": result.fps,
+            "interpolation": result.record, "source_metadata": source_meta}

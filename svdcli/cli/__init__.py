@@ -38,4 +38,4 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     pass
 
 
-from . import batch, curate, download, generate, inspect, multiview, train  # noqa: E402,F401  (registers the commands)
+from . import batch, curate, download, generate, inspect, interpolate, multiview, train  # noqa: E402,F401  (registers the commands)

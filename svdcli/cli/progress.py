@@ -5,7 +5,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 LABELS = {"items": "items", "load": "loading weights", "encode": "encoding image", "sample": "denoising", "decode": "decoding",
-          "write": "writing", "cache": "encoding clips", "train": "training"}
+          "write": "writing", "cache": "encoding clips", "train": "training", "interpolate": "interpolating"}
 
 
 class SecondsPerStep(ProgressColumn):
