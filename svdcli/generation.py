@@ -12,6 +12,7 @@ from PIL import Image
 from . import __version__
 from .decoding import auto_chunk
 from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
+from .interpolate import MAX_RATIO, interpolate
 from .outputs import FORMATS, apply_watermark, can_watermark, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline
 from .presets import Preset
@@ -43,6 +44,7 @@ class Options:
     quality: float
     polars_rad: tuple[float, ...] | None = None  # SV3D_p's camera, one angle per frame (svd multiview)
     azimuths_rad: tuple[float, ...] | None = None
+    interpolate: int = 1  # frames out per generated frame (svd interpolate); the file plays at fps * interpolate
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(frames=self.frames, steps=self.steps, fps_id=self.fps_id,
@@ -65,7 +67,7 @@ def parse_size(text: str) -> tuple[int, int] | None:
 
 def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id=None, motion=None, noise_aug=None,
                     cfg_min=None, cfg_max=None, size=None, resize="crop", decode_chunk=None, fmt="mp4", loop=False,
-                    watermark=True, quality=8.0) -> tuple[Options, list[str]]:
+                    watermark=True, quality=8.0, interpolate=None) -> tuple[Options, list[str]]:
     """Flags override preset values. Returns the options and warnings (settings outside the trained range)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
     if decode_chunk == "auto":
@@ -83,7 +85,7 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 noise_aug=pick(noise_aug, preset.noise_aug), cfg_min=pick(cfg_min, preset.cfg_min),
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
-                watermark=watermark, quality=quality)
+                watermark=watermark, quality=quality, interpolate=pick(interpolate, 1))
     for name, value in (("--frames", o.frames), ("--steps", o.steps), ("--fps", o.fps)):
         if value < 1:
             raise OptionsError(f"{name} {value}: must be at least 1")
@@ -95,6 +97,8 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
         raise OptionsError(f"--format {o.format}: choose one of {', '.join(FORMATS)}")
     if not 0 <= o.quality <= 10:
         raise OptionsError(f"--quality {o.quality}: must be between 0 and 10")
+    if not 1 <= o.interpolate <= MAX_RATIO:
+        raise OptionsError(f"--interpolate {o.interpolate}: 1 (off) or a whole number up to {MAX_RATIO}")
     if o.cfg_min <= 0 or o.cfg_max <= 0:
         raise OptionsError("--cfg-min and --cfg-max must be positive")
     warnings = []
@@ -123,6 +127,8 @@ def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progr
                                                                                                   GenerateResult]:
     result = pipe.generate(to_tensor(image), o.sampling(), seed, progress)
     frames = to_uint8(result.frames)
+    if o.interpolate > 1:  # before the watermark, so that the new frames carry it too
+        frames = interpolate(frames, o.fps, factor=o.interpolate, progress=progress).frames
     if o.watermark:
         frames = apply_watermark(frames)
     return (ping_pong(frames) if o.loop else frames), result
@@ -154,10 +160,10 @@ class Engine:
         frames, o = self.run(picture, o, seed, progress)
         meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
                         self.pipe.model.architecture.name, **self.info)
-        meta["frames_written"] = len(frames)
+        meta["frames_written"], meta["fps_written"] = len(frames), o.fps * o.interpolate
         if progress:
             progress("write", 0, 1)
-        write_video(frames, target, o.format, o.fps, meta, o.quality)
+        write_video(frames, target, o.format, meta["fps_written"], meta, o.quality)
         if progress:
             progress("write", 1, 1)
         return meta

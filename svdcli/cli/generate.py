@@ -31,6 +31,9 @@ def generate(
     device: str = c.DEVICE, dtype: str = c.DTYPE,
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
     fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP,
+    interpolate: int = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow "
+                                    "interpolation (svd interpolate): 25 frames at --fps 6 with N = 4 become 97 at "
+                                    "24 fps. The model is still conditioned on --fps."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = c.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
@@ -51,7 +54,7 @@ def generate(
         o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size, resize=resize,
                                       decode_chunk=decode_chunk, fmt=fmt, loop=loop, watermark=watermark,
-                                      quality=quality)
+                                      quality=quality, interpolate=interpolate)
         e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then handed to the engine
         target = output_path(out, image.stem, o.format, overwrite)
@@ -78,7 +81,8 @@ def generate(
     if as_json:
         sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar), "seed": seed,
                                      "frames": meta["frames_written"], "width": meta["width"],
-                                     "height": meta["height"], "fps": o.fps, "seconds": round(seconds, 2)}) + "\n")
+                                     "height": meta["height"], "fps": meta["fps_written"],
+                                     "seconds": round(seconds, 2)}) + "\n")
     else:
-        note(f"wrote {target} ({meta['frames_written']} frames, {meta['width']}x{meta['height']}, {o.fps} fps, "
-             f"{seconds:.1f} s)", quiet)
+        note(f"wrote {target} ({meta['frames_written']} frames, {meta['width']}x{meta['height']}, "
+             f"{meta['fps_written']} fps, {seconds:.1f} s)", quiet)
