@@ -3,8 +3,10 @@
 For each pair of neighbouring frames a, b and each time t in (0, 1) between them:
 
 1. Dense flow both ways (OpenCV DIS on grey frames; preset and working size chosen by clip size): f_ab (H, W, 2)
-   and f_ba. DIS smooths flow across motion edges; each pixel then takes, of its own and its neighbours' flow, the
-   one under which the other frame matches best (sharp edges around moving objects).
+   and f_ba. DIS searches coarse to fine and loses objects that move about their own size per frame: phase
+   correlation on tiles finds such motions, they are offered where they match better, and DIS refines from there.
+   DIS also smooths flow across motion edges: each pixel then takes, of its own, its neighbours' and the reversed
+   other-direction flow, the one under which the other frame matches best (sharp edges around moving objects).
 2. Forward-backward consistency: a pixel's flow, followed by the other frame's flow from where it lands, should
    come back (within a tolerance that grows with the motion, as in Sundaram et al. 2010). A pixel of a that fails
    where it lands on a pixel of b that passes is hidden in b (something has moved over it); one that leaves the
@@ -107,29 +109,66 @@ def hidden(passes_a: np.ndarray, passes_b: np.ndarray, x: np.ndarray, y: np.ndar
     return np.maximum((1 - passes_a) * _sample(passes_b, x, y), 1 - _inside(x, y, h, w))
 
 
-def sharpen_edges(f: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> np.ndarray:
-    """DIS smooths flow across motion edges, so a rim of background moves partly with the object and the reverse.
-    Each pixel takes, among its own flow and its neighbours' (16 candidates: radius/2 and radius away in 8
-    directions), the one under which b matches a best over a 5×5 window. f (H, W, 2) from a to b."""
-    h, w = f.shape[:2]
-    gx, gy = _grid(h, w)
+class BestFlow:
+    """Per pixel, the best of the flows offered: the one under which b matches a best over a 5×5 window (colour
+    difference; a flow leading out of the picture costs most). a, b: (H, W, 3) uint8; f (H, W, 2) from a to b."""
 
-    def cost(g):  # (H, W): colour difference between a and b warped by g, over 5x5; off-picture costs most
-        x, y = gx + g[..., 0], gy + g[..., 1]
+    def __init__(self, f: np.ndarray, a: np.ndarray, b: np.ndarray):
+        self.a, self.b = a, b
+        self.gx, self.gy = _grid(*a.shape[:2])
+        self.flow, self.cost = f.copy(), self.cost_of(f)
+
+    def cost_of(self, g: np.ndarray) -> np.ndarray:
+        h, w = self.a.shape[:2]
+        x, y = self.gx + g[..., 0], self.gy + g[..., 1]
         inside = _inside(x, y, h, w)
-        d = _channel_sum(cv2.absdiff(_sample(b, x, y), a).astype(np.float32))
+        d = _channel_sum(cv2.absdiff(_sample(self.b, x, y), self.a).astype(np.float32))
         return cv2.boxFilter(d * inside + 765 * (1 - inside), -1, (5, 5))
 
-    best, best_cost = f.copy(), cost(f)
+    def offer(self, g: np.ndarray, margin: float = 0.0) -> None:
+        """g (H, W, 2) wins where it matches better by a fraction `margin` of the current cost."""
+        c = self.cost_of(g)
+        better = c < (1 - margin) * self.cost
+        np.copyto(self.flow, g, where=better[..., None])
+        np.copyto(self.cost, c, where=better)
+
+
+def lost_motions(ga: np.ndarray, gb: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Translations (K, 2) from grey a to b that DIS's flow f lost. DIS searches coarse to fine and loses an object
+    that moves more than about its own size between frames; phase correlation over a whole tile (64 and 128 px,
+    half-overlapping) does not. A clear peak that almost no pixel of the tile's flow is near is a lost motion."""
+    h, w = ga.shape
+    found = []
+    for size in (64, 128):
+        if size > min(h, w):
+            break
+        window = cv2.createHanningWindow((size, size), cv2.CV_32F)
+        for y in range(0, h - size + 1, size // 2):
+            for x in range(0, w - size + 1, size // 2):
+                ta, tb = (g[y:y + size, x:x + size].astype(np.float32) for g in (ga, gb))
+                shift, peak = cv2.phaseCorrelate(ta - ta.mean(), tb - tb.mean(), window)  # without the mean, the
+                if peak < 0.2:  # window's own edges correlate at zero shift
+                    continue
+                near = np.abs(f[y:y + size, x:x + size] - np.float32(shift)).max(-1) < 1.5
+                if near.mean() < 0.1 and all(abs(shift[0] - u) >= 1 or abs(shift[1] - v) >= 1 for u, v in found):
+                    found.append(shift)
+    return np.float32(found).reshape(-1, 2)
+
+
+def refine_flow(f: np.ndarray, reverse: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> np.ndarray:
+    """Sharpen DIS's flow f (H, W, 2) from a to b at motion edges, where DIS smooths it, so that a rim of background
+    moves partly with the object and the reverse. Candidates per pixel: its own flow; −reverse (DIS's flow from b to
+    a, reversed: right inside a moving region, and one direction sometimes keeps what the other lost); then the
+    neighbours' flow, radius/2 and radius away in 8 directions."""
+    best = BestFlow(f, a, b)
+    best.offer(-reverse)
+    base = best.flow.copy()
+    h, w = f.shape[:2]
     for r in (radius / 2, radius):
         for angle in np.arange(8) * np.pi / 4:  # the flow of the neighbour at p + offset, for every p at once
             shift = np.float32([[1, 0, -r * np.cos(angle)], [0, 1, -r * np.sin(angle)]])
-            g = cv2.warpAffine(f, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            c = cost(g)
-            better = c < best_cost
-            np.copyto(best, g, where=better[..., None])
-            np.copyto(best_cost, c, where=better)
-    return best
+            best.offer(cv2.warpAffine(base, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return best.flow
 
 
 def _channel_sum(x: np.ndarray) -> np.ndarray:
@@ -170,10 +209,18 @@ def pair_flow(a: np.ndarray, b: np.ndarray) -> PairFlow:
     preset = dis_preset(*a.shape[:2])
     ga, gb = grey(a), grey(b)
     f_ab, f_ba = flow(ga, gb, preset), flow(gb, ga, preset)
+    lost = np.concatenate([lost_motions(ga, gb, f_ab), -lost_motions(gb, ga, f_ba)])  # (K, 2), a -> b
+    if len(lost):  # offer them where they match clearly better, then let DIS refine from there
+        start_ab, start_ba = BestFlow(f_ab, a, b), BestFlow(f_ba, b, a)
+        for m in lost:
+            start_ab.offer(np.broadcast_to(m, f_ab.shape), margin=0.3)
+            start_ba.offer(np.broadcast_to(-m, f_ba.shape), margin=0.3)
+        f_ab = flow(ga, gb, preset, start=cv2.medianBlur(start_ab.flow, 5))
+        f_ba = flow(gb, ga, preset, start=cv2.medianBlur(start_ba.flow, 5))
     # how far to look across an edge: about the largest motion relative to the rest of the frame
     rel = np.abs(f_ab[::4, ::4] - np.median(f_ab[::4, ::4], axis=(0, 1))).max(-1)
     spread = float(np.percentile(rel, 99)) + 2
-    f_ab, f_ba = sharpen_edges(f_ab, a, b, spread), sharpen_edges(f_ba, b, a, spread)
+    f_ab, f_ba = refine_flow(f_ab, f_ba, a, b, spread), refine_flow(f_ba, f_ab, b, a, spread)
     (k_a, xa, ya), (k_b, xb, yb) = consistency(f_ab, f_ba), consistency(f_ba, f_ab)
     return PairFlow(scale, f_ab, f_ba, k_a, k_b, hidden(k_a, k_b, xa, ya), hidden(k_b, k_a, xb, yb))
 

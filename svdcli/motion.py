@@ -68,12 +68,13 @@ def grey_small(frame: np.ndarray, width: int = ANALYSIS_WIDTH) -> np.ndarray:
 _DIS = threading.local()  # one DIS object per thread and preset: calc keeps buffers, so it is not reentrant
 
 
-def flow(a: np.ndarray, b: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
-    """Dense flow from grey frame a to b: (h, w, 2) pixels."""
+def flow(a: np.ndarray, b: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+         start: np.ndarray | None = None) -> np.ndarray:
+    """Dense flow from grey frame a to b: (h, w, 2) pixels; start: a flow to refine instead of starting from 0."""
     dis = _DIS.__dict__.get(preset)
     if dis is None:
         dis = _DIS.__dict__[preset] = cv2.DISOpticalFlow_create(preset)
-    return dis.calc(a, b, None)
+    return dis.calc(a, b, None if start is None else start.copy())
 
 
 @dataclass
