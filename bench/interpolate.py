@@ -66,8 +66,7 @@ def main():
     new = len(out.frames) - len(frames)
     print(f"{args.frames} frames {w}x{h} x{args.factor} -> {len(out.frames)} ({new} new), {args.workers} workers, "
           f"cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} cores: {seconds:.1f} s, "
-          f"{seconds / new:.3f} s per interpolated frame ({out.record['dis_preset']} DIS, work scale "
-          f"{out.record['work_scale']})")
+          f"{seconds / new:.3f} s per interpolated frame (flow on a {out.record['work_scale']}x smaller copy)")
     rebuilt = interpolate(frames[::2], 6.0, factor=2, workers=args.workers).frames
     ours = [psnr(rebuilt[i], frames[i]) for i in range(1, len(frames) - 1, 2)]
     blended = [psnr(((frames[i - 1].astype(np.float32) + frames[i + 1]) / 2 + 0.5).astype(np.uint8), frames[i])

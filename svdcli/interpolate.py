@@ -2,11 +2,12 @@
 
 For each pair of neighbouring frames a, b and each time t in (0, 1) between them:
 
-1. Dense flow both ways (OpenCV DIS on grey frames; preset and working size chosen by clip size): f_ab (H, W, 2)
-   and f_ba. DIS searches coarse to fine and loses objects that move about their own size per frame: phase
-   correlation on tiles finds such motions, they are offered where they match better, and DIS refines from there.
-   DIS also smooths flow across motion edges: each pixel then takes, of its own, its neighbours' and the reversed
-   other-direction flow, the one under which the other frame matches best (sharp edges around moving objects).
+1. Dense flow both ways (OpenCV DIS, medium preset, on grey copies shrunk by a factor chosen from the clip's
+   size, to at most 0.1 megapixels): f_ab (h, w, 2) and f_ba. DIS searches coarse to fine and loses objects that
+   move about their own size per frame: phase correlation on tiles finds such motions, they are offered where
+   they match better, and DIS refines from there. DIS also smooths flow across motion edges: each pixel then
+   takes, of its own, its neighbours' and the reversed other-direction flow, the one under which the other frame
+   matches best (sharp edges around moving objects).
 2. Forward-backward consistency: a pixel's flow, followed by the other frame's flow from where it lands, should
    come back (within a tolerance that grows with the motion, as in Sundaram et al. 2010). A pixel of a that fails
    where it lands on a pixel of b that passes is hidden in b (something has moved over it); one that leaves the
@@ -50,8 +51,8 @@ from .motion import flow, read_clip
 from .outputs import sidecar_path
 
 MAX_RATIO = 16  # more than 16 new frames per source frame: slow motion, not smoothing, and memory grows with it
-PRESETS = {cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST: "ultrafast", cv2.DISOPTICAL_FLOW_PRESET_FAST: "fast",
-           cv2.DISOPTICAL_FLOW_PRESET_MEDIUM: "medium"}
+WORK_PIXELS = 100_000  # flow is computed on a copy of the frames shrunk to at most this many pixels
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM  # patches 8 px, stride 3, variational refinement; ~10 ms at 0.1 MP
 MIN_CONSISTENT = 0.2  # below this share of consistent pixels a pair is taken as unrelated (a cut): plain blending
 
 
@@ -62,16 +63,11 @@ class InterpolateError(ValueError):
 # --- one pair of frames --------------------------------------------------------------------------------------------
 
 def work_scale(height: int, width: int) -> int:
-    """Flow work (matching, consistency, splatting) runs on frames shrunk by this factor: 2 from about 0.3
-    megapixels (576×1024 works at 288×512), where it is 4x cheaper and DIS's flow is no finer than that anyway;
-    the frames themselves are always warped at full size."""
-    return 2 if height * width > 300_000 else 1
-
-
-def dis_preset(height: int, width: int) -> int:
-    """DIS preset for the working size: medium (flow on a half-size grid) up to half a megapixel, fast (quarter
-    size) beyond, where medium's cost grows and its finer grid is finer than the motion edges need."""
-    return cv2.DISOPTICAL_FLOW_PRESET_MEDIUM if height * width <= 500_000 else cv2.DISOPTICAL_FLOW_PRESET_FAST
+    """Flow work (DIS, matching, consistency, splatting) runs on the frames shrunk by this whole factor, to at most
+    WORK_PIXELS (576×1024 works at 192×341); the frames themselves are always warped at full size. This is how the
+    clip's size sets the flow's cost: medium DIS on the small copy rebuilds frames as well as DIS on the full frames
+    in a fraction of the time (docs/benchmarks.md); motion edges are sharpened on the copy."""
+    return max(1, math.ceil(math.sqrt(height * width / WORK_PIXELS)))
 
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,17 +202,16 @@ def pair_flow(a: np.ndarray, b: np.ndarray) -> PairFlow:
     """a, b: (H, W, 3) uint8."""
     scale = work_scale(*a.shape[:2])
     a, b = shrink(a, scale), shrink(b, scale)
-    preset = dis_preset(*a.shape[:2])
     ga, gb = grey(a), grey(b)
-    f_ab, f_ba = flow(ga, gb, preset), flow(gb, ga, preset)
+    f_ab, f_ba = flow(ga, gb, DIS_PRESET), flow(gb, ga, DIS_PRESET)
     lost = np.concatenate([lost_motions(ga, gb, f_ab), -lost_motions(gb, ga, f_ba)])  # (K, 2), a -> b
     if len(lost):  # offer them where they match clearly better, then let DIS refine from there
         start_ab, start_ba = BestFlow(f_ab, a, b), BestFlow(f_ba, b, a)
         for m in lost:
             start_ab.offer(np.broadcast_to(m, f_ab.shape), margin=0.3)
             start_ba.offer(np.broadcast_to(-m, f_ba.shape), margin=0.3)
-        f_ab = flow(ga, gb, preset, start=cv2.medianBlur(start_ab.flow, 5))
-        f_ba = flow(gb, ga, preset, start=cv2.medianBlur(start_ba.flow, 5))
+        f_ab = flow(ga, gb, DIS_PRESET, start=cv2.medianBlur(start_ab.flow, 5))
+        f_ba = flow(gb, ga, DIS_PRESET, start=cv2.medianBlur(start_ba.flow, 5))
     # how far to look across an edge: about the largest motion relative to the rest of the frame
     rel = np.abs(f_ab[::4, ::4] - np.median(f_ab[::4, ::4], axis=(0, 1))).max(-1)
     spread = float(np.percentile(rel, 99)) + 2
@@ -286,7 +281,8 @@ def between(a: np.ndarray, b: np.ndarray, pf: PairFlow, t: float) -> np.ndarray:
     est = motion_at(pf, t)
     if pf.scale > 1:
         est = cv2.resize(est, (w, h), interpolation=cv2.INTER_LINEAR)
-    m, seen_a, seen_b = est[..., :2] * pf.scale, est[..., 2], est[..., 3]
+    hs, ws = pf.k_a.shape
+    m, seen_a, seen_b = est[..., :2] * np.float32([w / ws, h / hs]), est[..., 2], est[..., 3]
     # Backward warping of both frames along the motion at time t.
     gx, gy = _grid(h, w)
     xa, ya = gx - t * m[..., 0], gy - t * m[..., 1]
@@ -379,9 +375,8 @@ def interpolate(frames: np.ndarray, fps: float, factor: int | None = None, targe
                 progress("interpolate", done, len(pairs))
     out = np.stack([frames[i] if not t else made[i][t] for i, t in plan])
     out_fps = fps * ratio if target_fps is None else float(target_fps)
-    scale = work_scale(*frames.shape[1:3])
-    record = {"method": "optical flow (OpenCV DIS, forward-backward occlusion check)", "work_scale": scale,
-              "dis_preset": PRESETS[dis_preset(*shrink(frames[0], scale).shape[:2])],
+    record = {"method": "optical flow (OpenCV DIS medium, forward-backward occlusion check)",
+              "work_scale": work_scale(*frames.shape[1:3]),
               "factor": int(ratio) if ratio.denominator == 1 else float(ratio), "source_fps": fps, "fps": out_fps,
               "loop": loop, "source_frames": n, "frames": len(out), "blended_pairs": unrelated}
     return Interpolated(out, float(out_fps), record)
