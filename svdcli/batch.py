@@ -22,7 +22,7 @@ IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff",
 # Per-item settings a job file may override, with their types (CLI flag names with dashes as underscores).
 OVERRIDES = {"frames": int, "steps": int, "fps": int, "fps_id": int, "motion": int, "noise_aug": float,
              "cfg_min": float, "cfg_max": float, "size": str, "resize": str, "decode_chunk": str, "seed": int,
-             "name": str, "format": str, "loop": bool}
+             "name": str, "format": str, "loop": bool, "interpolate": int}
 
 
 class BatchError(ValueError):

@@ -215,3 +215,22 @@ def test_generate_interpolate_writes_the_smooth_clip_and_records_it(tmp_path):
     assert len(frames) == 18 and np.array_equal(frames[1:9], frames[:9:-1])  # forward, then back
     meta = json.loads((tmp_path / "o.json").read_text())
     assert meta["settings"]["interpolate"] == 3 and meta["settings"]["fps"] == 8 and meta["fps_written"] == 24
+
+
+def test_batch_interpolates_with_a_per_item_factor(tmp_path):
+    from svdcli.saving import save_single_file
+
+    from .conftest import tiny_model
+
+    save_single_file(tiny_model("svd", seed=4), tmp_path / "tiny.safetensors")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(detailed(len(name) + ord(name[0]), 64, 96)).save(tmp_path / name)
+    (tmp_path / "jobs.jsonl").write_text('{"image": "a.png", "interpolate": 3}\n{"image": "b.png"}\n')
+    r = subprocess.run([sys.executable, "-m", "svdcli", "batch", str(tmp_path / "jobs.jsonl"), "--out",
+                        str(tmp_path / "out"), "--weights", str(tmp_path / "tiny.safetensors"), "--preset", "svd",
+                        "--size", "128x64", "--frames", "2", "--steps", "1", "--fps", "6", "--interpolate", "2",
+                        "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((tmp_path / "out" / f"{n}.json").read_text()) for n in "ab")
+    assert (a["frames_written"], a["fps_written"]) == (4, 18)  # the item's own factor: (2 - 1)·3 + 1 frames
+    assert (b["frames_written"], b["fps_written"]) == (3, 12)  # the batch-wide --interpolate 2

@@ -46,6 +46,7 @@ def batch(
     decode_overlap: int = c.DECODE_OVERLAP, offload: str = c.OFFLOAD, attention_slice: str = c.ATTENTION_SLICE,
     compile: bool = c.COMPILE, weights_dtype: str = c.WEIGHTS_DTYPE, device: str = c.DEVICE, dtype: str = c.DTYPE,
     fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP, no_watermark: bool = c.NO_WATERMARK,
+    interpolate: int = c.INTERPOLATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per item on stdout."),
     quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
@@ -61,7 +62,7 @@ def batch(
     interrupt_on_sigterm()
     flags = {"frames": frames, "steps": steps, "fps": fps, "fps_id": fps_id, "motion": motion, "noise_aug": noise_aug,
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
-             "fmt": fmt, "loop": loop, "quality": quality}
+             "fmt": fmt, "loop": loop, "quality": quality, "interpolate": interpolate}
     try:
         p = c.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()

@@ -27,6 +27,9 @@ DECODE_CHUNK = typer.Option(None, "--decode-chunk", help="Frames decoded at once
 FORMAT = typer.Option("mp4", "--format", help="mp4, gif, webp, or png (a folder of frames).")
 QUALITY = typer.Option(8.0, help="MP4 quality, 0-10.")
 LOOP = typer.Option(False, "--loop", help="Ping-pong: play forward then backward.")
+INTERPOLATE = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow interpolation "
+                           "(svd interpolate): 25 frames at --fps 6 with N = 4 become 97 at 24 fps. The model is "
+                           "still conditioned on --fps.")
 NO_WATERMARK = typer.Option(False, "--no-watermark", help="Skip the reference's invisible watermark.")
 # How it runs.
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")

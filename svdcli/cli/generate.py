@@ -31,9 +31,7 @@ def generate(
     device: str = c.DEVICE, dtype: str = c.DTYPE,
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
     fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP,
-    interpolate: int = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow "
-                                    "interpolation (svd interpolate): 25 frames at --fps 6 with N = 4 become 97 at "
-                                    "24 fps. The model is still conditioned on --fps."),
+    interpolate: int = c.INTERPOLATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = c.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
