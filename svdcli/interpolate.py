@@ -142,8 +142,9 @@ def lost_motions(ga: np.ndarray, gb: np.ndarray, f: np.ndarray) -> np.ndarray:
         for y in range(0, h - size + 1, size // 2):
             for x in range(0, w - size + 1, size // 2):
                 ta, tb = (g[y:y + size, x:x + size].astype(np.float32) for g in (ga, gb))
-                shift, peak = cv2.phaseCorrelate(ta - ta.mean(), tb - tb.mean(), window)  # without the mean, the
-                if peak < 0.2:  # window's own edges correlate at zero shift
+                # less the mean: else the window's own edges correlate, at zero shift
+                shift, peak = cv2.phaseCorrelate(ta - ta.mean(), tb - tb.mean(), window)
+                if peak < 0.2:
                     continue
                 near = np.abs(f[y:y + size, x:x + size] - np.float32(shift)).max(-1) < 1.5
                 if near.mean() < 0.1 and all(abs(shift[0] - u) >= 1 or abs(shift[1] - v) >= 1 for u, v in found):
@@ -152,10 +153,10 @@ def lost_motions(ga: np.ndarray, gb: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def refine_flow(f: np.ndarray, reverse: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> np.ndarray:
-    """Sharpen DIS's flow f (H, W, 2) from a to b at motion edges, where DIS smooths it, so that a rim of background
-    moves partly with the object and the reverse. Candidates per pixel: its own flow; −reverse (DIS's flow from b to
-    a, reversed: right inside a moving region, and one direction sometimes keeps what the other lost); then the
-    neighbours' flow, radius/2 and radius away in 8 directions."""
+    """Sharpen DIS's flow f (H, W, 2) from a to b at motion edges. DIS smooths flow across them: a rim of background
+    moves partly with the object, and the reverse. Each pixel takes the best (BestFlow) of its own flow; −reverse
+    (DIS's flow from b to a, reversed: right inside a moving region, and one direction sometimes keeps what the
+    other lost); and then its neighbours' flow, radius/2 and radius away in 8 directions."""
     best = BestFlow(f, a, b)
     best.offer(-reverse)
     base = best.flow.copy()
@@ -262,11 +263,11 @@ def motion_at(pf: PairFlow, t: float) -> np.ndarray:
     y = np.concatenate([gy + t * pf.f_ab[..., 1], gy + (1 - t) * pf.f_ba[..., 1]], axis=None)
     motion = np.concatenate([pf.f_ab.reshape(-1, 2), -pf.f_ba.reshape(-1, 2)])  # (2N, 2)
     ones = np.ones(h * w, np.float32)
-    seen = np.stack([np.concatenate([ones, 1 - pf.hidden_b.ravel()]), np.concatenate([1 - pf.hidden_a.ravel(), ones])],
-                    1)  # (2N, 2)
+    seen_a = np.concatenate([ones, 1 - pf.hidden_b.ravel()])  # a's own pixels, and b's not hidden in a: (2N,)
+    seen_b = np.concatenate([1 - pf.hidden_a.ravel(), ones])
     # Consistent deposits win collisions; the nearer frame's deposits count more (less extrapolated).
     weight = (0.01 + np.concatenate([pf.k_a.ravel(), pf.k_b.ravel()])) * np.repeat([1 - t + 1e-3, t + 1e-3], h * w)
-    s = _splat(x, y, np.concatenate([motion, seen], 1), weight, h, w)  # (6, h, w)
+    s = _splat(x, y, np.column_stack([motion, seen_a, seen_b]), weight, h, w)  # (6, h, w)
     est = (s[:4] / np.maximum(s[4], 1e-12)).transpose(1, 2, 0).astype(np.float32)  # (h, w, 4)
     return _fill(est, np.clip(s[5], 0, 1).astype(np.float32))
 

@@ -171,6 +171,10 @@ def test_frame_folder_keeps_originals_bit_exact_and_its_recorded_rate(tmp_path):
     assert len(pngs) == 8
     frames = np.stack([np.asarray(Image.open(p)) for p in pngs])
     assert np.array_equal(frames[::2], clip)
+    r = svd(tmp_path / "frames", "--out", tmp_path / "smooth.gif")  # the format follows --out's extension
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "smooth.gif") as im:
+        assert im.n_frames == 7 and im.size == (W, H)
 
 
 @pytest.mark.parametrize("case", ["unreadable video", "one frame", "mixed sizes", "factor 1", "factor and fps",

@@ -26,8 +26,8 @@ def interpolate(
     loop: bool = typer.Option(False, "--loop", help="Also interpolate from the last frame back to the first, for "
                                                     "a seamless loop."),
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
-    fmt: str = typer.Option(None, "--format", help="mp4, gif, webp, or png (a folder of frames). Default: the "
-                                                   "input's (mp4 for other videos)."),
+    fmt: str = typer.Option(None, "--format", help="mp4, gif, webp, or png (a folder of frames). Default: from "
+                                                   "--out's extension, else the input's (mp4 for other videos)."),
     quality: float = c.QUALITY,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
@@ -41,7 +41,8 @@ def interpolate(
 
     interrupt_on_sigterm()
     started = time.perf_counter()
-    fmt = fmt or ("png" if source.is_dir() else SUFFIX_FORMATS.get(source.suffix.lower(), "mp4"))
+    fmt = fmt or SUFFIX_FORMATS.get(Path(out or "").suffix.lower()) or \
+        ("png" if source.is_dir() else SUFFIX_FORMATS.get(source.suffix.lower(), "mp4"))
     try:
         if fmt not in FORMATS:
             raise OutputError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
