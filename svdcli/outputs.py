@@ -90,9 +90,17 @@ def output_path(out: str | None, stem: str, fmt: str, overwrite: bool) -> Path:
     return p
 
 
+def _default_mode(is_dir: bool) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if is_dir else 0o666) & ~umask
+
+
 @contextmanager
 def atomic_path(target: Path, is_dir: bool = False) -> Iterator[Path]:
-    """A temporary path beside target, renamed over target only when the block completes."""
+    """A temporary path beside target, renamed over target only when the block completes. The result gets the
+    usual permissions (mkstemp's temporary file is private, 0600, which would hide outputs from other users)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -101,6 +109,7 @@ def atomic_path(target: Path, is_dir: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(is_dir))
         if is_dir and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -86,3 +86,23 @@ def test_to_tensor_range():
     t = to_tensor(Image.new("RGB", (4, 2), (0, 255, 0)))
     assert t.shape == (1, 3, 2, 4)
     assert torch.equal(t[0, :, 0, 0], torch.tensor([-1.0, 1.0, -1.0]))
+
+
+def test_outputs_get_the_usual_permissions_not_the_temporary_files(tmp_path):
+    """Outputs are written to a private temporary file and renamed; the result must be readable as a plain
+    open() would have made it (0666 minus the umask), files and folders alike."""
+    import os
+    import stat
+
+    from svdcli.outputs import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "clip.mp4") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_path(tmp_path / "views", is_dir=True) as tmp:
+            (tmp / "a.png").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "clip.mp4").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "views").stat().st_mode) == 0o755
