@@ -130,3 +130,23 @@ def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: l
             "offload": e["offload"], "decode_overlap": e["decode_overlap"], "compile": compile,
             "loras": list(loras or [])}
     return Engine(preset, pipe, weights_path, weights_sha256(model.files), info)
+
+
+def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark: bool, seed: int | None,
+             quiet: bool) -> int:
+    """What generate and multiview say before the model loads: the warnings, why frames go without the invisible
+    watermark, and the seed (drawn here when not given, so a run can be repeated). Returns the seed."""
+    import secrets
+
+    from ..outputs import can_watermark
+
+    for w in warnings:
+        note(f"warning: {w}", quiet)
+    if not no_watermark and not o.watermark:
+        note("note: invisible-watermark is not installed; writing without the watermark", quiet)
+    elif o.watermark and not can_watermark(*picture_size):
+        note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        note(f"seed {seed}", quiet)
+    return seed

@@ -1,7 +1,6 @@
 """`svd generate IMAGE`: image to video."""
 
 import json
-import secrets
 import signal
 import sys
 import time
@@ -40,7 +39,7 @@ def generate(
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
-    from ..outputs import OutputError, can_watermark, output_path, sidecar_path, watermark_available
+    from ..outputs import OutputError, output_path, sidecar_path, watermark_available
     from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
@@ -59,15 +58,7 @@ def generate(
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
         fail(str(x))
-    for w in warnings:
-        note(f"warning: {w}", quiet)
-    if not no_watermark and not watermark:
-        note("note: invisible-watermark is not installed; writing without the watermark", quiet)
-    elif o.watermark and not can_watermark(*picture.size):
-        note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-        note(f"seed {seed}", quiet)
+    seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     try:
         with ProgressView(err, quiet) as progress:
             engine = c.open_engine(p, weights_path, e, compile, progress, lora)

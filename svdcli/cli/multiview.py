@@ -1,7 +1,6 @@
 """`svd multiview IMAGE`: SV3D orbit views of an object, with camera poses for 3D tools."""
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ def multiview(
     from ..images import ImageError
     from ..multiview import FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make, make_orbit, \
         prepare_object
-    from ..outputs import OutputError, can_watermark, output_path, watermark_available
+    from ..outputs import OutputError, output_path, watermark_available
     from ..presets import PresetError, load_preset
     from ..weights import WeightsError, resolve_weights
 
@@ -91,15 +90,7 @@ def multiview(
         fail(str(x))
     if o.frames != 21:
         warnings.append(f"{o.frames} views: SV3D was trained on 21")
-    for w in warnings:
-        note(f"warning: {w}", quiet)
-    if not no_watermark and not watermark:
-        note("note: invisible-watermark is not installed; writing without the watermark", quiet)
-    elif o.watermark and not can_watermark(*picture.size):
-        note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-        note(f"seed {seed}", quiet)
+    seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     try:
         with ProgressView(err, quiet) as progress:
             engine = c.open_engine(p, weights_path, e, compile, progress)
