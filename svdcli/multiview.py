@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, ImageDraw, ImageFont
 
 from .generation import Engine, Options, metadata
 from .images import ImageError, load_image
-from .outputs import atomic_path, write_video
+from .outputs import atomic_path, png_info, write_video
 
 VIEWS = 21  # SV3D was trained on 21-view orbits
 ELEVATION_DEG = 10.0  # the reference's default camera elevation
@@ -271,12 +271,6 @@ def contact_sheet(frames: np.ndarray, labels: list[str], tile: int = 192) -> Ima
     return sheet
 
 
-def _png_info(meta: dict) -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("svd", json.dumps(meta, separators=(",", ":")))
-    return info
-
-
 def write_orbit(target: Path, frames: np.ndarray, orbit: Orbit, camera: Camera, fmt: str, fps: float, quality: float,
                 meta: dict) -> None:
     """frames: (T, H, W, 3) uint8. Writes the folder target atomically:
@@ -289,9 +283,9 @@ def write_orbit(target: Path, frames: np.ndarray, orbit: Orbit, camera: Camera, 
         (tmp / "views").mkdir()
         for i, (f, name) in enumerate(zip(frames, names)):
             view = {"index": i, "azimuth_deg": orbit.azimuths_deg[i], "elevation_deg": orbit.elevations_deg[i]}
-            Image.fromarray(f).save(tmp / "views" / name, pnginfo=_png_info({**meta, "view": view}))
+            Image.fromarray(f).save(tmp / "views" / name, pnginfo=png_info({**meta, "view": view}))
         labels = [f"{a:.1f}° {e:+.1f}°" for a, e in zip(orbit.azimuths_deg, orbit.elevations_deg)]
-        contact_sheet(frames, labels).save(tmp / "contact_sheet.png", pnginfo=_png_info(meta))
+        contact_sheet(frames, labels).save(tmp / "contact_sheet.png", pnginfo=png_info(meta))
         poses = transforms(orbit, [f"views/{n}" for n in names], (w, h), camera)
         (tmp / "transforms.json").write_text(json.dumps(poses, indent=2) + "\n")
         # NeRF-synthetic readers append ".png" themselves; there is no held-out view, so every split has them all.

@@ -149,9 +149,15 @@ def write_animation(frames: np.ndarray, path: Path, fps: float, metadata: dict, 
                        quality=90, method=4, exif=exif.tobytes())
 
 
-def write_png_frames(frames: np.ndarray, folder: Path, metadata: dict) -> None:
+def png_info(metadata: dict) -> PngImagePlugin.PngInfo:
+    """svd's metadata as a PNG text chunk ("svd": compact JSON), the one place PNG outputs carry it."""
     info = PngImagePlugin.PngInfo()
     info.add_text("svd", json.dumps(metadata, separators=(",", ":")))
+    return info
+
+
+def write_png_frames(frames: np.ndarray, folder: Path, metadata: dict) -> None:
+    info = png_info(metadata)
     for i, f in enumerate(frames):
         Image.fromarray(f).save(folder / f"frame_{i:04d}.png", pnginfo=info)
 
