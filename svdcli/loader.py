@@ -195,11 +195,13 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
         if probe_key not in s:
             raise CheckpointError(f"{path}: missing tensor {ours(comp)(probe_key)}")
     try:
-        cfgs = {"unet": infer_unet_config(getter(unet_s), meta.get("unet_head_dim", 64)),
+        groups = meta.get("norm_groups", {})  # our own small models only; shapes cannot tell them
+        cfgs = {"unet": replace(infer_unet_config(getter(unet_s), meta.get("unet_head_dim", 64)),
+                                norm_groups=int(groups.get("unet", 32))),
                 "vae": replace(infer_vae_config(getter(vae_s), vae_s.keys()), temporal_decoder=temporal,
-                               post_quant_conv=arch.vae.post_quant_conv),
+                               post_quant_conv=arch.vae.post_quant_conv, norm_groups=int(groups.get("vae", 32))),
                 "image_encoder": infer_clip_config(getter(clip_s), clip_s.keys(), meta.get("clip_head_width"))}
-    except (TypeError, IndexError, ZeroDivisionError):
+    except (TypeError, IndexError, ZeroDivisionError, ValueError, AttributeError):
         raise CheckpointError(f"{path}: tensors of the {name} architecture are missing or misshapen") from None
     arch = replace(arch, unet=cfgs["unet"], vae=cfgs["vae"], clip=cfgs["image_encoder"])
     entries = []
@@ -397,5 +399,6 @@ def model_metadata(arch: Architecture) -> dict[str, str]:
     """What our own single files record beside the tensors (shapes cannot tell head widths)."""
     return {META_KEY: json.dumps({"architecture": arch.name, "unet_head_dim": arch.unet.head_dim,
                                   "clip_head_width": arch.clip.head_width,
+                                  "norm_groups": {"unet": arch.unet.norm_groups, "vae": arch.vae.norm_groups},
                                   "configs": {"unet": asdict(arch.unet), "vae": asdict(arch.vae),
                                               "clip": asdict(arch.clip)}})}

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .models.vae import SCALE_FACTOR, VAE, AE3DConv, TemporalStack, VAEConfig
+from .models.vae import SCALE_FACTOR, VAE, AE3DConv, AttnBlock, ResnetBlock, TemporalStack, VAEConfig
 from .procedural import random_clip
 
 
 INIT_LOGVAR = -10.0  # posterior std ≈ 0.007 at the start
+BOX_CONST = 8.0  # the constant channel of box_codec_start
 
 
 class TrainingError(RuntimeError):
@@ -84,6 +85,140 @@ def new_vae(cfg: VAEConfig, seed: int = 0) -> VAE:
             m.time_mix_conv.bias.zero_()
     vae.quant_conv.bias[cfg.z_channels:] += INIT_LOGVAR
     return vae
+
+
+def _identity_blocks(module: nn.Module) -> None:
+    """Every residual branch and attention output in `module` to zero, so each block passes its input through."""
+    for m in module.modules():
+        if isinstance(m, ResnetBlock):
+            m.conv2.weight.zero_()
+            m.conv2.bias.zero_()
+        elif isinstance(m, AttnBlock):
+            m.proj_out.weight.zero_()
+            m.proj_out.bias.zero_()
+        elif isinstance(m, TemporalStack):
+            m.out_layers[-1].weight.zero_()
+            m.out_layers[-1].bias.zero_()
+
+
+def _group_layout(norm: nn.GroupNorm) -> tuple[dict[int, tuple[int, int]], float]:
+    """Where colour i goes before `norm`: its group i holds (x_i, −x_i, c, −c) in its first four channels, source
+    channels 0..2 being the colours and 3 the constant c. Returns {channel: (source, sign)} and the group's std
+    per unit of c (for E[x²] ≈ 0.25) that the layer after the SiLU multiplies back."""
+    size = norm.num_channels // norm.num_groups
+    if size < 4:
+        raise ValueError(f"the box-codec start needs groups of ≥ 4 channels, not {size} (VAEConfig.norm_groups)")
+    layout = {size * i + j: src for i in range(3) for j, src in enumerate(((i, 1), (i, -1), (3, 1), (3, -1)))}
+    return layout, math.sqrt(2 * (1 + 0.25 / BOX_CONST ** 2) / size)
+
+
+def _read_pairs(conv: nn.Conv2d, layout: dict[int, tuple[int, int]], scale: float) -> None:
+    """conv reads SiLU(x) − SiLU(−x) = x for each colour (exact: SiLU(y) − SiLU(−y) = y)."""
+    conv.weight.zero_()
+    conv.bias.zero_()
+    for ch, (src, sign) in layout.items():
+        if src < 3:
+            conv.weight[src, ch, 1, 1] = sign * scale * BOX_CONST
+
+
+def _copy_channels(conv: nn.Conv2d) -> None:
+    w = conv.weight
+    w.zero_()
+    n = min(w.shape[:2])
+    w[:n, :n, 0, 0] = torch.eye(n)
+    conv.bias.zero_()
+
+
+@torch.no_grad()
+def box_codec_start(vae: VAE) -> None:
+    """Start the autoencoder as a box-filter codec: the encoder computes the 8×8 means of R, G, B (a zero fourth
+    latent channel) and the decoder upsamples them (nearest ×4, then bilinear ×2): 28 dB on the demo's held-out
+    images before any training.
+
+    Why: from PyTorch's initialisation the autoencoder first learns to output the data mean and stays there for
+    hundreds of steps (docs/demo-model.md); from a working codec, training only has to add detail.
+
+    Every residual branch and attention output starts at zero, so each block is an identity; conv_in places the
+    colours, downsampling averages 2×2 blocks, upsampling is nearest (the last one + a [1 2 1]/4 blur: bilinear),
+    channel changes copy. Both networks end in GroupNorm → SiLU → conv: GroupNorm would remove each group's image
+    mean (the mean colour) and divide by an image-dependent std, and SiLU is not linear. So each colour x enters the
+    last GroupNorm's group as (x, −x, c, −c) for a constant c: the group mean is 0 at every pixel, the group
+    variance is dominated by c (within 1 % for |x| ≤ 1), and the last conv reads SiLU(x) − SiLU(−x) = x exactly.
+    This needs groups of ≥ 4 channels (VAEConfig.norm_groups)."""
+    enc, dec, cfg = vae.encoder, vae.decoder, vae.cfg
+    _identity_blocks(vae)
+
+    # Encoder: (R, G, B, c) at the first level, spread to the final layout at the first channel change.
+    enc_layout, enc_scale = _group_layout(enc.norm_out)
+    enc.conv_in.weight.zero_()
+    enc.conv_in.bias.zero_()
+    for i in range(3):
+        enc.conv_in.weight[i, i, 1, 1] = 1.0
+    enc.conv_in.bias[3] = BOX_CONST
+    spread = False
+    for level in enc.down:
+        for block in level.block:
+            if hasattr(block, "nin_shortcut"):
+                _copy_channels(block.nin_shortcut)
+                if not spread:
+                    block.nin_shortcut.weight.zero_()
+                    for ch, (src, sign) in enc_layout.items():
+                        block.nin_shortcut.weight[ch, src, 0, 0] = sign
+                    spread = True
+        if hasattr(level, "downsample"):
+            conv = level.downsample.conv
+            conv.weight.zero_()
+            conv.weight[:, :, :2, :2] = torch.eye(conv.weight.shape[0])[:, :, None, None] / 4  # reads no padding
+            conv.bias.zero_()
+    if not spread:
+        raise ValueError("the box-codec start needs a channel change in the encoder")
+    enc.norm_out.weight.fill_(1.0)
+    enc.norm_out.bias.zero_()
+    _read_pairs(enc.conv_out, enc_layout, enc_scale)
+    z = cfg.z_channels
+    vae.quant_conv.weight.zero_()
+    vae.quant_conv.weight[:, :, 0, 0] = torch.eye(2 * z)
+    vae.quant_conv.bias.zero_()
+    vae.quant_conv.bias[z:] = INIT_LOGVAR
+
+    # Decoder: conv_in writes the final layout directly; channel changes copy it.
+    dec_layout, dec_scale = _group_layout(dec.norm_out)
+    if max(dec_layout) >= min(cfg.channels * m for m in cfg.channel_mult):
+        raise ValueError("the box-codec layout does not fit the decoder's narrowest level")
+    dec.conv_in.weight.zero_()
+    dec.conv_in.bias.zero_()
+    for ch, (src, sign) in dec_layout.items():
+        if src < 3:
+            dec.conv_in.weight[ch, src, 1, 1] = sign
+        else:
+            dec.conv_in.bias[ch] = sign * BOX_CONST
+    blur = torch.tensor([1.0, 2.0, 1.0])
+    blur = torch.outer(blur, blur) / 16  # after nearest ×2: bilinear interpolation (align_corners=False)
+    # Only the last upsampling (to full resolution) blurs the colours, the coarser ones are nearest: a blur's zero
+    # padding dims the border, and a coarse level's border is 2–8 pixels wide at full resolution (−2 dB).
+    colour = {ch for ch, (src, _) in dec_layout.items() if src < 3}
+    for level in dec.up:
+        for block in level.block:
+            if hasattr(block, "nin_shortcut"):
+                _copy_channels(block.nin_shortcut)
+        if hasattr(level, "upsample"):
+            conv = level.upsample.conv
+            conv.weight.zero_()
+            conv.bias.zero_()
+            for ch in range(conv.weight.shape[0]):  # the constants stay unblurred: zero padding would dim them
+                if ch in colour and level is dec.up[1]:
+                    conv.weight[ch, ch] = blur
+                else:
+                    conv.weight[ch, ch, 1, 1] = 1.0
+    dec.norm_out.weight.fill_(1.0)
+    dec.norm_out.bias.zero_()
+    _read_pairs(dec.conv_out, dec_layout, dec_scale)
+
+
+def box_latents(images: Tensor, factor: int = 8) -> Tensor:
+    """(N, 3, H, W) -> (N, 4, H/f, W/f): the f×f means of R, G, B and a zero channel (box_codec_start's latents)."""
+    means = F.avg_pool2d(images, factor)
+    return torch.cat([means, torch.zeros_like(means[:, :1])], 1)
 
 
 def procedural_clips(seeds: Iterable[int], frames: int, size: tuple[int, int], fps: float = 7.0,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from svdcli.models.vae import SCALE_FACTOR, VAEConfig
-from svdcli.vae_train import (TrainingError, VAETrainSettings, calibrate_latent_scale, new_vae, procedural_clips,
-                              psnr, reconstruct, train_vae, vae_loss)
+from svdcli.vae_train import (TrainingError, VAETrainSettings, box_codec_start, box_latents, calibrate_latent_scale,
+                              new_vae, procedural_clips, psnr, reconstruct, train_vae, vae_loss)
 
 CFG = VAEConfig(channels=32, channel_mult=(1, 2), num_res_blocks=1)
 SIZE, FRAMES, BATCH = (32, 32), 4, 1
@@ -73,3 +73,56 @@ def test_calibration_is_exact():
 def test_clips_of_the_wrong_shape_are_refused():
     with pytest.raises(TrainingError, match=r"expected \(1, 4, 3, H, W\)"):
         train_vae(new_vae(CFG), lambda step: torch.zeros(1, 3, 3, 32, 32), replace(SETTINGS, steps=1))
+
+
+def test_box_codec_start_is_a_box_filter_codec():
+    """The start that skips the grey phase: the encoder gives the block means of R, G, B (and a zero channel), the
+    decoder their bilinear upsampling, and both survive the networks' closing GroupNorm → SiLU → conv."""
+    cfg = replace(CFG, norm_groups=8)
+    vae = new_vae(cfg)
+    box_codec_start(vae)
+    clips = procedural_clips(HELD_OUT, FRAMES, (64, 64))  # (4, 4, 3, 64, 64)
+    images = clips.flatten(0, 1)
+    with torch.no_grad():
+        latents = vae.encode(images)
+        assert (latents - box_latents(images, 2)).abs().max() < 0.01
+        rec = vae.decode(latents, FRAMES)
+    bilinear = torch.nn.functional.interpolate(box_latents(images, 2)[:, :3], scale_factor=2, mode="bilinear")
+    inner = (..., slice(1, -1), slice(1, -1))  # zero padding dims the outermost pixels a little
+    assert (rec - bilinear)[inner].abs().max() < 0.02
+    assert psnr(rec.clamp(-1, 1), images) > psnr(torch.zeros_like(images), images) + 10
+
+
+def test_box_codec_start_needs_groups_of_four():
+    """At 32 channels the reference's 32 groups hold one channel each: each channel's image mean would be lost."""
+    with pytest.raises(ValueError, match="groups of ≥ 4"):
+        box_codec_start(new_vae(CFG))
+
+
+def test_norm_groups_are_recorded_and_loaded(tmp_path):
+    """A model with fewer GroupNorm groups than the reference's 32 loads back with them (shapes cannot tell)."""
+    from svdcli.loader import load
+    from svdcli.saving import save_single_file
+    from tests.conftest import tiny_model
+
+    model = tiny_model("svd", seed=1)
+    arch = replace(model.architecture, unet=replace(model.architecture.unet, norm_groups=8),
+                   vae=replace(model.architecture.vae, norm_groups=8))
+    from svdcli.loader import LoadedModel
+    from svdcli.models.unet import VideoUNet
+    from svdcli.models.vae import VAE
+
+    unet, vae = VideoUNet(arch.unet), VAE(arch.vae)
+    unet.load_state_dict(model.unet.state_dict())
+    vae.load_state_dict(model.vae.state_dict())
+    assert {m.num_groups for m in vae.modules() if isinstance(m, torch.nn.GroupNorm)} == {8}
+    save_single_file(LoadedModel(arch, unet, vae, model.image_encoder, "memory", [], ["float32"]),
+                     tmp_path / "m.safetensors")
+    loaded = load(tmp_path / "m.safetensors")
+    assert (loaded.architecture.unet.norm_groups, loaded.architecture.vae.norm_groups) == (8, 8)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded.vae.encode(x), vae.encode(x), atol=1e-5)
+        default = VAE(replace(arch.vae, norm_groups=32))
+        default.load_state_dict(vae.state_dict())
+        assert not torch.allclose(default.encode(x), vae.encode(x), atol=1e-3)  # the groups matter

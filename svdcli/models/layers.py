@@ -22,6 +22,17 @@ class GroupNorm(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
 
 
+def set_norm_groups(module: nn.Module, groups: int) -> None:
+    """Give every GroupNorm in `module` `groups` groups. The reference fixes 32; a model at a fraction of its widths
+    (the demo model) keeps the reference's channels per group with fewer, or its narrowest GroupNorms would have
+    one channel per group and remove each channel's image mean: a decoder could then not output a flat colour."""
+    for m in module.modules():
+        if isinstance(m, nn.GroupNorm):
+            if m.num_channels % groups:
+                raise ValueError(f"{m.num_channels} channels do not split into {groups} groups")
+            m.num_groups = groups
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm in float32 (autocast runs layer_norm in float32 in the reference)."""
 

@@ -12,7 +12,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, timestep_embedding
+from .layers import (CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, set_norm_groups,
+                     timestep_embedding)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class UNetConfig:
     head_dim: int = 64
     context_dim: int = 1024  # CLIP image embedding
     adm_in_channels: int = 768  # vector conditioning: 768 SVD family, 256 SV3D_u, 1280 SV3D_p
+    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.set_norm_groups)
 
     @property
     def time_embed_dim(self) -> int:
@@ -256,6 +258,8 @@ class VideoUNet(nn.Module):
 
         self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         self.checkpointing = False  # training: recompute each layer's activations in the backward pass
+        if cfg.norm_groups != 32:
+            set_norm_groups(self, cfg.norm_groups)
 
     def set_cross_attention_shortcut(self, enabled: bool) -> None:
         """Every cross-attention in SVD attends to a single CLIP token, so its output is to_out(to_v(token)) for

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import GroupNorm, attention
+from .layers import GroupNorm, attention, set_norm_groups
 
 SCALE_FACTOR = 0.18215  # diffused latents live in scaled space; the conditioning latent does not
 
@@ -26,6 +26,7 @@ class VAEConfig:
     image_channels: int = 3
     temporal_decoder: bool = True  # SVD/SVD-XT; False: frame-wise decoder (image-decoder variants, SV3D)
     post_quant_conv: bool = False  # only the SVD image-decoder variants have one
+    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.set_norm_groups)
 
 
 def norm(channels: int) -> GroupNorm:
@@ -215,6 +216,8 @@ class VAE(nn.Module):
         self.decoder = Decoder(cfg)
         if cfg.post_quant_conv:
             self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
+        if cfg.norm_groups != 32:
+            set_norm_groups(self, cfg.norm_groups)
 
     def encode(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> posterior mean (N, z, H/8, W/8), unscaled (the conditioning latent)."""
