@@ -327,7 +327,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema:
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - self.s.ema)
+                # warmed-up decay: with a fixed 0.999 the average would still hold 0.999^3000 = 5 % of the random
+                # initial weights after 3000 steps of training from scratch
+                decay = min(self.s.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
         self.completed = step + 1
         self.updating = False
         return value

@@ -347,3 +347,10 @@ def test_full_training_with_a_moving_average_resumes_exactly(tmp_path):
     raw = whole.trained(ema=False)
     assert any(not torch.equal(raw[k], initial[k]) for k in raw)
     assert any(not torch.equal(raw[k], a[k]) for k in raw)  # the average is not the last weights
+    # The average's decay warms up as (1 + k) / (10 + k): one step of a 0.999 average keeps 10 % of the start,
+    # not 99.9 % (training from scratch would carry random weights into the average for thousands of steps).
+    one = Trainer(tiny_model("svd", seed=1), cache, replace(s, steps=1, ema=0.999), tmp_path / "c",
+                  torch.device("cpu"), torch.float32, {})
+    one.run()
+    averaged, last = one.trained(), one.trained(ema=False)
+    assert all(torch.allclose(averaged[k], 0.1 * initial[k] + 0.9 * last[k], atol=1e-6) for k in averaged)
