@@ -26,6 +26,7 @@ from .outputs import write_video
 from .pipeline import VideoPipeline
 from .presets import load_preset
 from .procedural import SCENES, scene
+from .vae_train import psnr
 from .weights import resolve_weights
 
 MOTION_SETTINGS = (20, 70, 130, 200)
@@ -100,8 +101,7 @@ class DemoChecker:
             picture = np.asarray(prepare_image(path, self.options, self.preset), dtype=np.float32)
             x = torch.from_numpy(picture).permute(2, 0, 1)[None] / 127.5 - 1  # (1, 3, H, W)
             rec = self.model.vae.decode(self.model.vae.encode(x).repeat(3, 1, 1, 1), 3)[:1].clamp(-1, 1)
-            mse = float(((rec - x) ** 2).mean())
-            out.append(10 * np.log10(4 / mse))
+            out.append(psnr(rec, x))
         return out
 
     def motion(self, seeds: int) -> dict[int, float]:

@@ -160,7 +160,7 @@ def box_codec_start(vae: VAE) -> None:
         for block in level.block:
             if hasattr(block, "nin_shortcut"):
                 _copy_channels(block.nin_shortcut)
-                if not spread:
+                if not spread:  # the first change rearranges instead of copying
                     block.nin_shortcut.weight.zero_()
                     for ch, (src, sign) in enc_layout.items():
                         block.nin_shortcut.weight[ch, src, 0, 0] = sign
