@@ -45,3 +45,40 @@ def test_compiled_pipeline_gives_the_same_frames():
     compiled = VideoPipeline(tiny_model("svd", seed=2), torch.device("cpu"), torch.float32, compile=True)
     out = compiled.generate(x, s, seed=3)
     assert (out.frames - eager.frames).abs().max().item() <= 1e-4
+
+
+def test_progress_states_the_work_before_sampling_and_an_eta_after_the_first_step():
+    import io
+    import re
+    import time
+
+    from rich.console import Console
+
+    from svdcli.cli.progress import ProgressView
+    from svdcli.images import to_tensor
+    from svdcli.pipeline import SamplingSettings, VideoPipeline
+
+    from .test_pipeline import random_image
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200, color_system=None)
+    pipe = VideoPipeline(tiny_model("svd", seed=2), torch.device("cpu"), torch.float32)
+    calls = []
+
+    def slow(stage, done, total, **fields):  # the first step takes at least 0.2 s, so its speed is measurable
+        calls.append((stage, done, total))
+        view(stage, done, total, **fields)
+        if stage == "sample-flops":
+            time.sleep(0.2)
+
+    with ProgressView(console, quiet=False) as view:
+        pipe.generate(to_tensor(random_image(5)), SamplingSettings(frames=3, steps=4, decode_chunk=3), seed=1,
+                      progress=slow)
+    text = out.getvalue()
+    flops = next(done for stage, done, _ in calls if stage == "sample-flops")
+    assert flops > 0 and calls.index(("sample-flops", flops, 4)) < calls.index(("sample", 1, 4))
+    assert f"denoising: 4 steps x {flops / 1e12:.2f} TFLOP" in text
+    eta = re.search(r"first step ([\d.]+) s \(([\d.]+) TFLOP/s\): about (\d+) s of denoising to go", text)
+    assert eta, text
+    first, remaining = float(eta.group(1)), int(eta.group(3))
+    assert first >= 0.2 and abs(remaining - first * 3) <= 0.5 + 3 * 0.05
