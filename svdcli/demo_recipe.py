@@ -66,7 +66,7 @@ class Recipe:
     vae_frames: int = 3  # frames per training clip: the temporal decoder's convolutions see 3 frames at a time
     vae_crop: tuple[int, int] = (64, 64)
     unet_clips: int = 300
-    unet_steps: int = 3000
+    unet_steps: int = 5000
     unet_lr: float = 5e-4
     ema: float = 0.999
     p_mean: float = 0.4  # small latents need less of the high-resolution shift than SVD's 0.7

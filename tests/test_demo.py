@@ -66,15 +66,15 @@ def checker(tmp_path_factory):
 def test_first_frame_fidelity_on_held_out_images(checker):
     psnrs = checker.fidelity()
     assert psnrs[0] >= 25, psnrs  # the photo-like picture: the issue's bar
-    # Over all 8 the issue asks 25 and this model makes 23.5: its autoencoder holds the noise textures at 21 dB
-    # (measured 26.4, 25.2, 27.0, 19.9, 20.3, 25.2, 24.4, 19.9); this guards what it does.
-    assert np.mean(psnrs) >= 23, psnrs
+    # The issue's 25 dB holds for the mean of the 8 (measured 28.5, 26.8, 30.9, 20.5, 20.9, 26.8, 27.6, 20.5: 25.3),
+    # not for each: the autoencoder holds the hard-edged shapes and layered scenes (3, 4, 7) at 21-22 dB.
+    assert np.mean(psnrs) >= 25, psnrs
 
 
 def test_motion_grows_with_the_motion_setting(checker):
     from svdcli.demo_checks import monotonic
 
-    motion = checker.motion(seeds=5)  # measured 0.0052, 0.0088, 0.0210, 0.0449 at 20, 70, 130, 200
+    motion = checker.motion(seeds=5)  # 10 seeds (docs): 0.0037, 0.0082, 0.0262, 0.0570 at 20, 70, 130, 200
     assert monotonic(motion), motion
 
 
@@ -88,5 +88,5 @@ def test_camera_labels_base_and_zoom_lora(checker):
     checker.use_zoom_lora()
     zoom = [checker.clip(s % len(checker.images), 1000 + s) for s in range(seeds)]
     # The issue asks for "zoom" labels on 90 % of seeds; this LoRA gets 10 % (2 of 20): it zooms, but too little
-    # for the label. What it does: half again as much zoom as the base model on the same seeds (measured 1.54x).
+    # for the label. What it does: more zoom than the base model on the same seeds (measured 1.44x on these 10).
     assert np.mean([abs(c["zoom"]) for c in zoom]) >= 1.3 * np.mean([abs(c["zoom"]) for c in base])
