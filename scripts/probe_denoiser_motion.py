@@ -5,7 +5,7 @@ the window's first frame (16 steps, guidance 1→2, as the demo preset samples).
     python scripts/probe_denoiser_motion.py WORK/cache-*.safetensors [--lora FILE] [--windows 0 2 3 5]
 
 A model that has learned a motion keeps it in D down to high σ; one that has not keeps it only at low σ, where the
-noisy input still shows it, and its samples do not move (docs/demo-model.md, "Why the zoom LoRA falls short").
+noisy input still shows it, and its samples do not move (docs/demo-model.md, "Where the zoom is lost").
 """
 
 import argparse
@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from svdcli.lora import apply_loras
 from svdcli.motion import clip_motion
-from svdcli.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
 from svdcli.loader import load
+from svdcli.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
 from svdcli.presets import load_preset
 from svdcli.sampling import LinearFrameGuidance, Scalings, edm_sigmas, sample_euler
 from svdcli.trainset import motion_bucket_for
@@ -60,20 +60,22 @@ def main():
         g = torch.Generator().manual_seed(w)
         eps = torch.randn(x0.shape, generator=g)
 
-        def denoise(x, sigma, guided=False):
+        def denoise(x, sigma, cond, ctx, y):
+            """D(x; σ) for a batch of videos stacked along the first axis (conditioning given per frame)."""
             sc = Scalings.at(sigma.float())
-            n = 2 if guided else 1
-            zeros = (torch.zeros_like(cond),) if guided else ()
-            net_in = torch.cat([(sc.c_in * x).repeat(n, 1, 1, 1), torch.cat([*zeros, cond])], 1)
-            out = model.unet(net_in, sc.c_noise.expand(n * t), torch.cat([*(torch.zeros_like(ctx),) * guided, ctx]),
-                             y.repeat(n, 1), t)
-            d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
-            return (d[t:], d[:t]) if guided else d
+            out = model.unet(torch.cat([sc.c_in * x, cond], 1), sc.c_noise.expand(len(x)), ctx, y, t)
+            return sc.c_skip * x + sc.c_out * out
+
+        def guided(x, sigma):
+            """(D_cond, D_uncond) in one batch; the unconditional half has a zero CLIP token and latent."""
+            d = denoise(x.repeat(2, 1, 1, 1), sigma, torch.cat([torch.zeros_like(cond), cond]),
+                        torch.cat([torch.zeros_like(ctx), ctx]), y.repeat(2, 1))
+            return d[t:], d[:t]
 
         row = [measured(x0)]
-        row += [measured(denoise(x0 + sig * eps, torch.tensor(sig))) for sig in SIGMAS]
-        sample = sample_euler(lambda x, sig: denoise(x, sig, guided=True), torch.randn(x0.shape, generator=g),
-                              edm_sigmas(16), LinearFrameGuidance(1.0, 2.0).scales(t))
+        row += [measured(denoise(x0 + sig * eps, torch.tensor(sig), cond, ctx, y)) for sig in SIGMAS]
+        sample = sample_euler(guided, torch.randn(x0.shape, generator=g), edm_sigmas(16),
+                              LinearFrameGuidance(1.0, 2.0).scales(t))
         row.append(measured(sample))
         print(f"window {w}: " + "  ".join(f"{v:+.3f}" for v in row), flush=True)
 
