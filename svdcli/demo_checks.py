@@ -92,17 +92,14 @@ class DemoChecker:
     def fidelity(self) -> list[float]:
         return [self.clip(i, 0)["first_frame_psnr"] for i in range(len(self.images))]
 
-    @torch.no_grad()
+    def pictures(self) -> list[torch.Tensor]:
+        """The held-out images as generation prepares them, each (1, 3, H, W) in [-1, 1]."""
+        return [torch.from_numpy(np.asarray(prepare_image(path, self.options, self.preset), dtype=np.float32))
+                .permute(2, 0, 1)[None] / 127.5 - 1 for path in self.images]
+
     def autoencoder_fidelity(self) -> list[float]:
-        """PSNR of the autoencoder alone (frame 0 of a 3-frame still clip: the temporal decoder sees neighbours),
-        on the held-out images as generation prepares them: the ceiling for first-frame fidelity."""
-        out = []
-        for path in self.images:
-            picture = np.asarray(prepare_image(path, self.options, self.preset), dtype=np.float32)
-            x = torch.from_numpy(picture).permute(2, 0, 1)[None] / 127.5 - 1  # (1, 3, H, W)
-            rec = self.model.vae.decode(self.model.vae.encode(x).repeat(3, 1, 1, 1), 3)[:1].clamp(-1, 1)
-            out.append(psnr(rec, x))
-        return out
+        """The shipped autoencoder's PSNR on the held-out images: the ceiling for first-frame fidelity."""
+        return autoencoder_psnr(self.model.vae, self.pictures())
 
     def motion(self, seeds: int) -> dict[int, float]:
         return {m: float(np.mean([self.clip(s % len(self.images), s, m)["motion"] for s in range(seeds)]))
@@ -114,6 +111,17 @@ class DemoChecker:
     def use_zoom_lora(self) -> None:
         apply_loras(self.model.unet, self.model.architecture, ["demo-zoom"], "demo")
         self.lora = True
+
+
+@torch.no_grad()
+def autoencoder_psnr(vae, pictures: list[torch.Tensor]) -> list[float]:
+    """PSNR of decode(encode(x)) for each picture (1, 3, H, W): frame 0 of a 3-frame still clip, since the temporal
+    decoder sees neighbouring frames."""
+    was_training = vae.training
+    vae.eval()
+    out = [psnr(vae.decode(vae.encode(x).repeat(3, 1, 1, 1), 3)[:1].clamp(-1, 1), x) for x in pictures]
+    vae.train(was_training)
+    return out
 
 
 def share(labels: list[str], kinds: tuple[str, ...]) -> float:

@@ -31,7 +31,7 @@ from .loader import LoadedModel
 from .models.clip import CLIPConfig, ImageEncoder
 from .models.init import random_init
 from .models.unet import VideoUNet
-from .models.vae import VAEConfig
+from .models.vae import VAE, VAEConfig
 from .motion import clip_motion
 from .outputs import write_mp4
 from .presets import Preset
@@ -93,19 +93,19 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    size = (r.height, r.width)
-    report: dict = {"recipe": asdict(r), "architecture": {k: asdict(getattr(ARCH, k)) for k in ("unet", "vae", "clip")}}
-    torch.manual_seed(r.seed)
-
-    # 1. Autoencoder.
-    t0 = time.perf_counter()
+def autoencoder_start(r: Recipe) -> VAE:
+    """The autoencoder before training: the box-filter codec (vae_train.box_codec_start)."""
     vae = new_vae(ARCH.vae, r.seed)
     box_codec_start(vae)
+    return vae
+
+
+def train_autoencoder(r: Recipe, vae: VAE, progress=None) -> dict:
+    """Stage 1, in place: fine-tune on procedural clips, then calibrate the latent scale. progress("train", step,
+    steps) is called after every training step (scripts/autoencoder_curve.py measures the autoencoder there)."""
+    size = (r.height, r.width)
     vs = VAETrainSettings(steps=r.vae_steps, batch=r.vae_batch, frames=r.vae_frames, lr=r.vae_lr, warmup=20,
                           seed=r.seed)
-    note(f"autoencoder: {r.vae_steps} steps")
 
     def vae_clips(step: int) -> torch.Tensor:
         return procedural_clips([seed_of(r.seed, "vae", step, j) for j in range(r.vae_batch)], r.vae_frames, size,
@@ -114,8 +114,21 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
     summary = train_vae(vae, vae_clips, vs, progress)
     calib = procedural_clips([seed_of(r.seed, "calibrate", i) for i in range(48)], 1, size, r.fps)[:, 0]
     k = calibrate_latent_scale(vae, calib)
-    report["vae"] = {"seconds": time.perf_counter() - t0, "loss": summary.get("loss"), "train_psnr": summary.get("psnr"),
-                     "latent_scale": k}
+    return {"loss": summary.get("loss"), "train_psnr": summary.get("psnr"), "latent_scale": k}
+
+
+def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    size = (r.height, r.width)
+    report: dict = {"recipe": asdict(r), "architecture": {k: asdict(getattr(ARCH, k)) for k in ("unet", "vae", "clip")}}
+    torch.manual_seed(r.seed)
+
+    # 1. Autoencoder.
+    t0 = time.perf_counter()
+    note(f"autoencoder: {r.vae_steps} steps")
+    vae = autoencoder_start(r)
+    summary = train_autoencoder(r, vae, progress)
+    report["vae"] = {"seconds": time.perf_counter() - t0, **summary}
 
     # 2. Image encoder: fixed random features.
     encoder = random_init(ImageEncoder(ARCH.clip), seed_of(r.seed, "clip") % 2**31).eval()
