@@ -98,7 +98,7 @@ def test_sv3d_p_vector_holds_the_camera_and_the_last_frame_is_the_input():
     assert not torch.equal(y[0], y[1])  # per-frame azimuths
     image = random_image(3, 64, 64)
     out = VideoPipeline(model, torch.device("cpu"), torch.float32).generate(to_tensor(image), s, seed=0).frames
-    assert torch.allclose(out[-1], torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255, atol=1e-6)
+    assert torch.allclose(out[-1], torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255, atol=1e-6)
     with pytest.raises(ValueError, match="one polar and one azimuth"):
         conditioning_vector(model, SamplingSettings(frames=frames))
 
