@@ -9,6 +9,7 @@ steps. A measurement for planning the recipe (docs/demo-model.md); it writes not
 
 import argparse
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,8 @@ def main():
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--images", type=int, default=8)
     a = ap.parse_args()
-    pictures = DemoChecker(None, a.images).pictures()
+    with tempfile.TemporaryDirectory() as tmp:  # the checker writes the held-out images there
+        pictures = DemoChecker(None, a.images, Path(tmp)).pictures()
     t0 = time.perf_counter()
 
     def report(step: int, vae: VAE) -> None:
@@ -40,8 +42,12 @@ def main():
     r = replace(Recipe(), vae_steps=a.steps, vae_lr=a.lr)
     vae = autoencoder_start(r)
     report(0, vae)
-    train_autoencoder(r, vae, lambda kind, step, steps: report(step, vae) if kind == "train" and (
-        step % a.every == 0 or step == steps) else None)
+
+    def progress(kind: str, step: int, steps: int) -> None:
+        if kind == "train" and (step % a.every == 0 or step == steps):
+            report(step, vae)
+
+    train_autoencoder(r, vae, progress)
 
 
 if __name__ == "__main__":

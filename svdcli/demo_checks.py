@@ -20,6 +20,7 @@ from PIL import Image
 
 from .evaluate import evaluate
 from .generation import prepare_image, render, resolve_options
+from .images import to_tensor
 from .loader import load
 from .lora import apply_loras
 from .outputs import write_video
@@ -94,8 +95,7 @@ class DemoChecker:
 
     def pictures(self) -> list[torch.Tensor]:
         """The held-out images as generation prepares them, each (1, 3, H, W) in [-1, 1]."""
-        return [torch.from_numpy(np.asarray(prepare_image(path, self.options, self.preset), dtype=np.float32))
-                .permute(2, 0, 1)[None] / 127.5 - 1 for path in self.images]
+        return [to_tensor(prepare_image(path, self.options, self.preset)) for path in self.images]
 
     def autoencoder_fidelity(self) -> list[float]:
         """The shipped autoencoder's PSNR on the held-out images: the ceiling for first-frame fidelity."""
