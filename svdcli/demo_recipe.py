@@ -60,7 +60,7 @@ class Recipe:
     width: int = 192
     height: int = 128
     fps: int = 7
-    vae_steps: int = 1500  # from the box-filter codec start (vae_train.box_codec_start); docs/demo-model.md has the curve
+    vae_steps: int = 1500  # from the box-filter codec start (vae_train.box_codec_start); curve in docs/demo-model.md
     vae_lr: float = 1e-4  # 3e-4 first undid the start's codec (-1.7 dB at 50 steps); 1e-4 dips, then climbs past it
     vae_batch: int = 4
     vae_frames: int = 3  # frames per training clip: the temporal decoder's convolutions see 3 frames at a time
@@ -101,7 +101,7 @@ def autoencoder_start(r: Recipe) -> VAE:
 
 
 def train_autoencoder(r: Recipe, vae: VAE, progress=None) -> dict:
-    """Stage 1, in place: fine-tune on procedural clips, then calibrate the latent scale. progress("train", step,
+    """Stage 1, in place: train on procedural clips, then calibrate the latent scale. progress("train", step,
     steps) is called after every training step (scripts/autoencoder_curve.py measures the autoencoder there)."""
     size = (r.height, r.width)
     vs = VAETrainSettings(steps=r.vae_steps, batch=r.vae_batch, frames=r.vae_frames, lr=r.vae_lr, warmup=20,
