@@ -90,7 +90,7 @@ def test_camera_labels_base_and_zoom_lora(checker):
     assert share(labels, ("pan", "tilt", "static")) >= 0.8 and share(labels, ("zoom",)) <= 0.2, labels
     checker.use_zoom_lora()
     zoom = [checker.clip(s % len(checker.images), 1000 + s) for s in range(seeds)]
-    # The issue asks for "zoom" labels on 90 % of seeds; this LoRA gets 10 % (2 of 20): it zooms, but too little
-    # for the label. What it does: more zoom than the base model on the same seeds (measured 0.0150 against 0.0122,
-    # 1.23x, on these 10; the build before this one measured 1.44x). A LoRA that did nothing would measure 1.0x.
+    # The issue asks for "zoom" labels on 90 % of seeds; this LoRA gets 25 % (5 of 20, 2 of them zoom-outs): it
+    # zooms, but mostly too little for the label. What it does: more zoom than the base model on the same seeds
+    # (measured 0.0152 against 0.0122, 1.25x, on these 10). A LoRA that did nothing would measure 1.0x.
     assert np.mean([abs(c["zoom"]) for c in zoom]) >= 1.15 * np.mean([abs(c["zoom"]) for c in base])
