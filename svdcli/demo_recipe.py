@@ -36,6 +36,7 @@ from .motion import clip_motion
 from .outputs import write_mp4
 from .presets import Preset
 from .procedural import BASE_CAMERAS, random_clip
+from .runtime import resolve_device
 from .saving import save_single_file
 from .train import Trainer, TrainSettings, seed_of
 from .trainset import DataSettings, encode_arrays
@@ -125,16 +126,19 @@ def train_autoencoder(r: Recipe, vae: VAE, progress=None) -> dict:
     return {"loss": summary.get("loss"), "train_psnr": summary.get("psnr"), "latent_scale": k}
 
 
-def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
+def build(r: Recipe, out: Path, note=lambda _: None, progress=None,
+          device: torch.device = torch.device("cpu")) -> dict:
+    """Every stage runs on `device` in float32; the files are written from the CPU."""
     out.mkdir(parents=True, exist_ok=True)
     size = (r.height, r.width)
-    report: dict = {"recipe": asdict(r), "architecture": {k: asdict(getattr(ARCH, k)) for k in ("unet", "vae", "clip")}}
+    report: dict = {"recipe": asdict(r), "device": str(device),
+                    "architecture": {k: asdict(getattr(ARCH, k)) for k in ("unet", "vae", "clip")}}
     torch.manual_seed(r.seed)
 
     # 1. Autoencoder.
     t0 = time.perf_counter()
     note(f"autoencoder: {r.vae_steps} steps")
-    vae = autoencoder_start(r)
+    vae = autoencoder_start(r).to(device)
     summary = train_autoencoder(r, vae, progress)
     report["vae"] = {"seconds": time.perf_counter() - t0, **summary}
 
@@ -154,12 +158,13 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
         if progress:
             progress("clips", i + 1, r.unet_clips)
     d = DataSettings(frames=r.frames, width=r.width, height=r.height, fps=r.fps, seed=r.seed)
-    cache = encode_arrays(model, clips, [float(r.fps)] * len(clips), scores, d, torch.device("cpu"), progress)
+    cache = encode_arrays(model, clips, [float(r.fps)] * len(clips), scores, d, device, progress)
+    model.unet.to(device)
     s = TrainSettings(train="full", ema=r.ema, steps=r.unet_steps, lr=r.unet_lr, seed=r.seed,
                       p_mean=r.p_mean, p_std=r.p_std, cond_dropout=0.1, motion_bucket=None, optimizer="adamw",
                       checkpointing=False, checkpoint_every=max(1, r.unet_steps // 4), keep_checkpoints=1,
                       weight_decay=0.0, warmup=min(100, r.unet_steps // 10 + 1))
-    trainer = Trainer(model, cache, s, out / "unet-train", torch.device("cpu"), torch.float32,
+    trainer = Trainer(model, cache, s, out / "unet-train", device, torch.float32,
                       {"data_settings": asdict(d)},
                       on_step=(lambda i, n, loss, lr: progress("train", i, n)) if progress else None)
     found = trainer.checkpoints()  # a run interrupted or done before: go on from its newest checkpoint
@@ -175,6 +180,8 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
                       "motion_scores": [float(np.min(scores)), float(np.median(scores)), float(np.max(scores))]}
     weights = out / "svd-demo.safetensors"
     model.unet.requires_grad_(False)
+    for m in (model.unet, model.vae, model.image_encoder):
+        m.to("cpu")
     save_single_file(model, weights, dtype=torch.float16)
 
     # 4. Zoom LoRA, with the train-lora command's own code path.
@@ -194,7 +201,8 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None) -> dict:
                             targets=r.lora_targets, seed=r.seed, p_mean=r.lora_p_mean, p_std=r.lora_p_std,
                             motion_bucket=None, optimizer="adamw",
                             checkpointing=False, checkpoint_every=max(1, r.lora_steps // 2), keep_checkpoints=1),
-              device="cpu", dtype="fp32", resume=(out / "zoom-train" / "checkpoints").exists(), sample_steps=12)
+              device=str(device), dtype="fp32", resume=(out / "zoom-train" / "checkpoints").exists(),
+              sample_steps=12)
     lora = run(job, note=note)
     report["lora"] = {"seconds": time.perf_counter() - t0, "loss": lora["loss"], "data": lora["data"]}
     report["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in (weights, lora_path)}
@@ -208,12 +216,20 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="Multiply every step and clip count (smoke runs).")
     ap.add_argument("--install", action="store_true", help="Copy the files into the package (svdcli/demo/).")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (the shipped files' bytes), cuda or auto: a GPU runs every stage much faster, with "
+                         "other float rounding, so its files are close to the shipped ones but not the same bytes.")
     a = ap.parse_args(argv)
+    try:
+        device = resolve_device(a.device)
+    except (RuntimeError, ValueError) as e:
+        ap.error(str(e))
     torch.set_num_threads(torch.get_num_threads())
     r = Recipe(seed=a.seed)
     r = r.scaled(a.scale) if a.scale != 1.0 else r
     started = time.perf_counter()
-    report = build(r, a.out, note=lambda m: print(f"[{time.perf_counter() - started:7.1f} s] {m}", flush=True))
+    report = build(r, a.out, note=lambda m: print(f"[{time.perf_counter() - started:7.1f} s] {m}", flush=True),
+                   device=device)
     report["total_seconds"] = time.perf_counter() - started
     (a.out / "recipe.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("vae", "unet", "lora", "files", "total_seconds")}, indent=1))

@@ -1,0 +1,63 @@
+"""The demo model's recipe (python -m svdcli.demo_recipe) end to end at smoke scale: every stage runs, the files it
+writes are what recipe.json records and load as the demo architecture, and a second run that resumes the video model
+from the first run's checkpoint writes the same bytes (docs/demo-model.md: the shipped files were made that way)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from svdcli.demo_recipe import ARCH, Recipe, build, sha256
+from svdcli.loader import load
+from svdcli.lora import apply_loras, read_lora
+
+SMOKE = Recipe().scaled(0.004)  # 6 autoencoder steps, 2 + 2 clips, 20 video-model steps, 3 LoRA steps
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe")
+    return out, build(SMOKE, out)
+
+
+def test_every_stage_runs_and_records_its_files(built):
+    out, report = built
+    recorded = json.loads((out / "recipe.json").read_text())
+    assert recorded["device"] == "cpu" and recorded["recipe"]["unet_steps"] == SMOKE.unet_steps
+    assert recorded["unet"]["resumed_from"] is None
+    for name in ("svd-demo.safetensors", "demo-zoom.safetensors"):
+        assert recorded["files"][name]["sha256"] == sha256(out / name)
+        assert recorded["files"][name]["bytes"] == (out / name).stat().st_size
+    assert report["lora"]["data"]["windows"] >= 1
+
+
+def test_the_files_load_as_the_demo_architecture(built):
+    out, _ = built
+    model = load(out / "svd-demo.safetensors", device="cpu", dtype=torch.float32, architecture="svd")
+    assert model.architecture.unet == ARCH.unet and model.architecture.vae == ARCH.vae
+    assert all(p.dtype == torch.float32 for p in model.unet.parameters())
+    lora = read_lora(out / "demo-zoom.safetensors", model.architecture, "demo")
+    assert lora.rank == SMOKE.lora_rank and lora.meta["motion"] == "zoom"
+    # spatial and temporal attention (SMOKE.lora_targets "all"): both kinds of block carry pairs
+    assert any(".time_stack." in k for k in lora.pairs) and any(".transformer_blocks." in k for k in lora.pairs)
+    apply_loras(model.unet, model.architecture, [str(out / "demo-zoom.safetensors")], "demo")
+
+
+def test_a_resumed_run_writes_the_same_bytes(built, tmp_path):
+    out, first = built
+    shutil.copytree(out / "unet-train", tmp_path / "unet-train")  # as if this run had stopped after that stage
+    second = build(SMOKE, tmp_path)
+    assert second["unet"]["resumed_from"] is not None
+    assert second["files"] == first["files"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_that_is_not_there_is_one_line_on_stderr(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "svdcli.demo_recipe", "--out", str(tmp_path / "x"), "--device", "cuda"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("device cuda: no CUDA device is available")
+    assert not (tmp_path / "x").exists()
