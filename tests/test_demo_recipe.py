@@ -55,7 +55,7 @@ def test_a_resumed_run_writes_the_same_bytes(built, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_a_device_that_is_not_there_is_one_line_on_stderr(tmp_path):
+def test_a_device_that_is_not_there_is_a_usage_error_not_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "svdcli.demo_recipe", "--out", str(tmp_path / "x"), "--device", "cuda"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
