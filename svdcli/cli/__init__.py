@@ -1,5 +1,6 @@
 """The `svd` command. Thin: parse, validate, call the library, render."""
 
+import functools
 import os
 
 import typer
@@ -24,6 +25,21 @@ def fail(message: str, code: int = 2):
 def note(message: str, quiet: bool = False) -> None:
     if not quiet:
         err.print(f"svd: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def command(interrupted: str, **options):
+    """app.command(**options), with the command's whole body covered: an interrupt anywhere in it (Ctrl-C, or
+    SIGTERM, which __main__ turns into one) is the one-line `interrupted; <what the user has now>` and exit 130,
+    never a traceback. Files are safe by then: outputs are written atomically and removed when unfinished."""
+    def register(body):
+        @functools.wraps(body)
+        def run(*args, **kwargs):
+            try:
+                return body(*args, **kwargs)
+            except KeyboardInterrupt:
+                fail(f"interrupted; {interrupted}", 130)
+        return app.command(**options)(run)
+    return register
 
 
 def _version(value: bool):

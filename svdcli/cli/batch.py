@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app, common as c, err, fail, note
-from .generate import interrupt_on_sigterm
+from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
 
@@ -27,7 +26,7 @@ def _shard(spec: str | None) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-@app.command()
+@command("finished items are kept, run the same command again to resume")
 def batch(
     source: Path = typer.Argument(..., help="A folder of images, or a job file: .txt (one image per line), .csv or "
                                             ".jsonl (an image column plus any per-item settings)."),
@@ -59,7 +58,6 @@ def batch(
     from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
-    interrupt_on_sigterm()
     flags = {"frames": frames, "steps": steps, "fps": fps, "fps_id": fps_id, "motion": motion, "noise_aug": noise_aug,
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
              "fmt": fmt, "loop": loop, "quality": quality, "interpolate": interpolate}
@@ -102,8 +100,6 @@ def batch(
             progress("items", 0, len(items))
             engine = c.open_engine(p, weights_path, e, compile, progress, lora)
             run_batch(items, out, name, seed, force, fmt, make, on_item, rank=index)
-    except KeyboardInterrupt:
-        fail("interrupted; finished items are kept, run the same command again to resume", 130)
     except BatchError as x:
         fail(str(x))
     failed = [r for r in rows if r.status == "failed"]

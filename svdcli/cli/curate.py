@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app, fail, note
+from . import command, fail, note
 
 
-@app.command()
+@command("no manifest was written")
 def curate(
     clips: Path = typer.Argument(..., help="A folder of videos (mp4, mov, webm, mkv, gif) and/or frame folders."),
     out: Path = typer.Option(None, help="Manifest to write (JSONL). Default: CLIPS/curate.jsonl."),
@@ -58,7 +58,7 @@ def curate(
     note(f"kept {len(kept)} of {len(records)} clips ({labels}); manifest: {target}", quiet)
 
 
-@app.command(name="eval")
+@command("nothing was written", name="eval")
 def evaluate(
     video: Path = typer.Argument(..., help="A video or a folder of frames."),
     image: Path = typer.Option(None, help="The input image, for first-frame fidelity (PSNR, SSIM)."),

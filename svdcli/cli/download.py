@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app, err, fail, note
+from . import command, err, fail, note
 
 
 def _licence_shown(repo: str) -> bool:
@@ -29,7 +29,7 @@ def _licence_shown(repo: str) -> bool:
     return False
 
 
-@app.command()
+@command("run the same command again to resume")
 def download(
     model: str = typer.Argument(..., help="A preset (svd, svd-xt, svd-xt-1.1, sv3d-u, sv3d-p, ...) or a hub repo id."),
     layout: str = typer.Option(None, help="single or diffusers (default: the smallest complete set: the fp16 "
@@ -51,8 +51,6 @@ def download(
         result = fetch(model, layout=layout, variant=variant, folder=dir, token=token or None, on_file=on_file)
     except DownloadError as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; run the same command again to resume", 130)
     if result.refetched:
         note(f"fetched again (corrupt on disk): {', '.join(result.refetched)}", quiet or as_json)
     if not _licence_shown(result.repo) and not as_json:
@@ -65,7 +63,7 @@ def download(
         note(f"{result.repo} @ {result.revision[:12]}: {result.path}", quiet)
 
 
-@app.command()
+@command("nothing was written")
 def models(as_json: bool = typer.Option(False, "--json", help="One JSON object per preset on stdout.")):
     """List the presets: whether each model is downloaded, where, size on disk and revision."""
     from ..presets import builtin_names, load_preset

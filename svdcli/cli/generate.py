@@ -1,24 +1,17 @@
 """`svd generate IMAGE`: image to video."""
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
 import typer
 
-from . import app, common as c, err, fail, note
+from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
 
-def interrupt_on_sigterm():
-    def handler(signum, frame):
-        raise KeyboardInterrupt  # so temporary files are cleaned up on SIGTERM as on Ctrl-C
-    signal.signal(signal.SIGTERM, handler)
-
-
-@app.command()
+@command("no output was written")
 def generate(
     image: Path = typer.Argument(..., help="Input image (any format Pillow reads)."),
     preset: str = c.PRESET, weights: str = c.WEIGHTS, frames: int = c.FRAMES, steps: int = c.STEPS,
@@ -37,34 +30,30 @@ def generate(
     quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
-    interrupt_on_sigterm()  # first: importing torch takes seconds, and a SIGTERM in them must not be a traceback
     started = time.perf_counter()
-    try:
-        from ..generation import OptionsError, prepare_image, resolve_options
-        from ..images import ImageError
-        from ..outputs import OutputError, output_path, sidecar_path, watermark_available
-        from ..presets import PresetError
-        from ..weights import WeightsError, resolve_weights
+    from ..generation import OptionsError, prepare_image, resolve_options
+    from ..images import ImageError
+    from ..outputs import OutputError, output_path, sidecar_path, watermark_available
+    from ..presets import PresetError
+    from ..weights import WeightsError, resolve_weights
 
-        try:
-            p = c.default_preset(preset, weights, quiet)
-            watermark = not no_watermark and watermark_available()
-            o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
-                                          noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
-                                          resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
-                                          watermark=watermark, quality=quality, interpolate=interpolate)
-            e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
-            picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
-            target = output_path(out, image.stem, o.format, overwrite)
-            weights_path = resolve_weights(weights, p)
-        except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
-            fail(str(x))
-        seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
-        with ProgressView(err, quiet) as progress:
-            engine = c.open_engine(p, weights_path, e, compile, progress, lora)
-            meta = engine.make(image, o, seed, target, progress, picture=picture)
-    except KeyboardInterrupt:
-        fail("interrupted; no output was written", 130)
+    try:
+        p = c.default_preset(preset, weights, quiet)
+        watermark = not no_watermark and watermark_available()
+        o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
+                                      noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
+                                      resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
+                                      watermark=watermark, quality=quality, interpolate=interpolate)
+        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
+        picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
+        target = output_path(out, image.stem, o.format, overwrite)
+        weights_path = resolve_weights(weights, p)
+    except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
+        fail(str(x))
+    seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
+    with ProgressView(err, quiet) as progress:
+        engine = c.open_engine(p, weights_path, e, compile, progress, lora)
+        meta = engine.make(image, o, seed, target, progress, picture=picture)
     seconds = time.perf_counter() - started
     sidecar = sidecar_path(target, o.format)
     if as_json:

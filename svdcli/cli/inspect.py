@@ -8,11 +8,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..safetensors_io import CheckpointError
-from . import app, err, fail
+from . import command, err, fail
 from .progress import ProgressView
 
 
-@app.command()
+@command("nothing was written")
 def inspect(weights: str = typer.Argument(..., help="A .safetensors checkpoint or a diffusers folder."),
             as_json: bool = typer.Option(False, "--json", help="One machine-readable line on stdout."),
             device: str = typer.Option("cpu", help="Where to load the weights for the check."),

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import typer
 
-from . import app, common as c, err, fail, note
-from .generate import interrupt_on_sigterm
+from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
 SUFFIX_FORMATS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}
 
 
-@app.command()
+@command("no output was written")
 def interpolate(
     source: Path = typer.Argument(..., help="A video (mp4, mov, webm, mkv, gif, webp, ...) or a folder of frames."),
     factor: int = typer.Option(None, help="Frames out per frame in: 2, 3, 4, 8, ... (default 2). Every original "
@@ -39,7 +38,6 @@ def interpolate(
     from ..motion import VideoError
     from ..outputs import FORMATS, OutputError, output_path, sidecar_path, write_video
 
-    interrupt_on_sigterm()
     started = time.perf_counter()
     fmt = fmt or SUFFIX_FORMATS.get(Path(out or "").suffix.lower()) or \
         ("png" if source.is_dir() else SUFFIX_FORMATS.get(source.suffix.lower(), "mp4"))
@@ -54,15 +52,12 @@ def interpolate(
         target = output_path(out, f"{source.stem}_{out_fps:.4g}fps", fmt, overwrite)
     except (VideoError, InterpolateError, OutputError) as x:
         fail(str(x))
-    try:
-        with ProgressView(err, quiet) as progress:
-            result = run(frames, clip_fps, factor=factor, target_fps=fps, loop=loop, progress=progress)
-            meta = metadata(source, result, source_meta)
-            progress("write", 0, 1)
-            write_video(result.frames, target, fmt, result.fps, meta, quality)
-            progress("write", 1, 1)
-    except KeyboardInterrupt:
-        fail("interrupted; no output was written", 130)
+    with ProgressView(err, quiet) as progress:
+        result = run(frames, clip_fps, factor=factor, target_fps=fps, loop=loop, progress=progress)
+        meta = metadata(source, result, source_meta)
+        progress("write", 0, 1)
+        write_video(result.frames, target, fmt, result.fps, meta, quality)
+        progress("write", 1, 1)
     seconds = time.perf_counter() - started
     t, h, w, _ = result.frames.shape
     if result.record["blended_pairs"]:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import typer
 
-from . import app, common as c, err, fail, note
-from .generate import interrupt_on_sigterm
+from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
 
-@app.command()
+@command("no output was written")
 def multiview(
     image: Path = typer.Argument(..., help="The object: an RGBA cut-out, or an RGB photo on a near-uniform "
                                            "background (keyed out automatically)."),
@@ -62,7 +61,6 @@ def multiview(
     from ..presets import PresetError, load_preset
     from ..weights import WeightsError, resolve_weights
 
-    interrupt_on_sigterm()
     started = time.perf_counter()
     camera_flags = any(v is not None for v in (elevation, elevations, azimuths, orbit))
     try:
@@ -91,12 +89,9 @@ def multiview(
     if o.frames != 21:
         warnings.append(f"{o.frames} views: SV3D was trained on 21")
     seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
-    try:
-        with ProgressView(err, quiet) as progress:
-            engine = c.open_engine(p, weights_path, e, compile, progress)
-            meta = make(engine, image, picture, o, path, seed, target, camera, object_ratio, progress)
-    except KeyboardInterrupt:
-        fail("interrupted; no output was written", 130)
+    with ProgressView(err, quiet) as progress:
+        engine = c.open_engine(p, weights_path, e, compile, progress)
+        meta = make(engine, image, picture, o, path, seed, target, camera, object_ratio, progress)
     seconds = time.perf_counter() - started
     if as_json:
         sys.stdout.write(json.dumps({"output": str(target), "video": str(target / f"orbit.{o.format}"),

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, common as c, err, fail, note
-from .generate import interrupt_on_sigterm
+from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
 
@@ -31,7 +30,7 @@ def _torchrun(gpus: int) -> int:
     return subprocess.run(cmd).returncode
 
 
-@app.command(name="train-lora")
+@command("run the same command with --resume to go on from the newest checkpoint", name="train-lora")
 def train_lora(
     clips: Path = typer.Argument(..., help="Folder of clips (videos, frame folders) or of a curate manifest."),
     motion: str = typer.Option(..., help="Camera motion to learn: zoom, pan, tilt, static, roll, any, or one label "
@@ -92,7 +91,6 @@ def train_lora(
 
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
-    interrupt_on_sigterm()
     try:
         p = load_preset(preset or "svd-xt")
         if motion not in MOTION_GROUPS:
@@ -171,8 +169,6 @@ def train_lora(
              "checkpointing on (resume with --resume)", 1)
     except OSError as x:
         fail(f"{x.filename or work}: {x.strerror or x}", 1)
-    except KeyboardInterrupt:
-        fail(f"interrupted; `--resume` continues from the newest checkpoint in {work / 'checkpoints'}", 130)
     if not main_rank:
         return
     if as_json:

@@ -1,0 +1,59 @@
+"""An interrupt (Ctrl-C, or SIGTERM from a scheduler or `timeout`) anywhere in a command is one line on stderr and
+exit 130, never a traceback: from the first import of the process to the command's last line."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from svdcli.cli import app
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+# Each command, interrupted at the first library call of its body (before the part its old handler covered), and
+# what its one line tells the user.
+COMMANDS = [
+    (["generate", "x.png", "--preset", "svd"], "svdcli.presets.load_preset", "no output was written"),
+    (["batch", ".", "--out", "o", "--preset", "svd"], "svdcli.presets.load_preset",
+     "finished items are kept, run the same command again to resume"),
+    (["multiview", "x.png"], "svdcli.presets.load_preset", "no output was written"),
+    (["train-lora", ".", "--motion", "zoom"], "svdcli.presets.load_preset",
+     "run the same command with --resume to go on from the newest checkpoint"),
+    (["interpolate", "x.mp4"], "svdcli.interpolate.read_source", "no output was written"),
+    (["download", "svd"], "svdcli.download.download", "run the same command again to resume"),
+    (["curate", "."], "svdcli.curate.curate", "no manifest was written"),
+    (["eval", "x.mp4"], "svdcli.evaluate.evaluate", "nothing was written"),
+    (["inspect", "x.safetensors"], "svdcli.runtime.resolve_device", "nothing was written"),
+    (["models"], "svdcli.presets.load_preset", "nothing was written"),
+]
+
+
+@pytest.mark.parametrize("args, where, says", COMMANDS, ids=[c[0][0] for c in COMMANDS])
+def test_an_interrupt_anywhere_in_a_command_is_one_line_and_exit_130(args, where, says, monkeypatch, tmp_path):
+    module, name = where.rsplit(".", 1)
+    monkeypatch.setattr(f"{module}.{name}", interrupt)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, (result.exit_code, result.stderr, result.exception)
+    assert result.stderr == f"svd: error: interrupted; {says}\n"
+    assert isinstance(result.exception, SystemExit)  # not the KeyboardInterrupt itself
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_before_the_command_starts_is_one_line_and_exit_130(tmp_path):
+    # The process sends itself SIGTERM where `svd` restarts itself with huge pages: after the handler is installed,
+    # before the commands are imported. Without the handler this is a death by signal (-15); with it uncaught, a
+    # traceback and -2.
+    code = ("import os, signal, sys\n"
+            "import svdcli.__main__ as entry, svdcli.hugepages as h\n"
+            "h.restart_with_hugepages = lambda argv: os.kill(os.getpid(), signal.SIGTERM)\n"
+            "sys.argv = ['svd', 'models']\n"
+            "entry.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 130 and proc.stderr == "svd: error: interrupted\n", (proc.returncode, proc.stderr)
