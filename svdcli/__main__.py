@@ -1,17 +1,14 @@
 """The `svd` command (console script) and `python -m svdcli`."""
 
-import signal
 import sys
 
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM (a job scheduler, `timeout`, `kill`) ends a command as Ctrl-C does
+from .interrupts import interrupt_on_sigterm
 
 
 def main() -> None:
     # First, before the imports that take seconds: a SIGTERM at any point is an interrupt, and each command turns an
     # interrupt anywhere in its body into one line and exit 130 (cli.command); this covers the time before that.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     try:
         from .hugepages import restart_with_hugepages
 

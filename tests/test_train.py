@@ -1,8 +1,10 @@
 """svd train-lora on a tiny model and synthetic clips: the objective, data order, resume, DDP, the output file."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -287,6 +289,37 @@ def test_torchrun_two_processes_equal_one_with_the_doubled_batch(workspace):
     assert torch.cat([(a[k] - b[k]).flatten() for k in b_keys]).norm() < 0.01 * moved
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
 
+
+
+def test_sigterm_under_torchrun_stops_the_workers_with_a_checkpoint(workspace):
+    """A scheduler's SIGTERM reaches the `svd` process alone: it must reach the workers too (they save a checkpoint
+    and stop), not leave them training unseen, and `--resume` goes on from there."""
+    work = workspace / "term-train"
+    args = [sys.executable, "-m", "svdcli", "train-lora", str(workspace / "clips"), "--motion", "zoom", "--weights",
+            str(workspace / "w.safetensors"), "--preset", "svd", "--frames", "4", "--size", "128x64", "--fps", "6",
+            "--rank", "4", "--sample-steps", "2", "--checkpoint-every", "100000", "--out",
+            str(workspace / "term.safetensors"), "--work-dir", str(work), "--device", "cpu", "--gpus", "2", "-q"]
+    proc = subprocess.Popen([*args, "--steps", "100000"], stderr=subprocess.PIPE, text=True)
+    log = work / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    # one line from rank 0, nothing from torchrun or the launching process
+    assert stderr.strip().splitlines() == ["svd: error: interrupted; run the same command with --resume to go on from "
+                                           "the newest checkpoint"], stderr[-2000:]
+    saved = sorted((work / "checkpoints").glob("step-*.safetensors"))
+    assert len(saved) == 1
+    done = int(saved[0].stem.removeprefix("step-"))
+    steps = len(log.read_text().splitlines())
+    time.sleep(3)
+    assert len(log.read_text().splitlines()) == steps == done  # nothing goes on training after the exit
+    r = subprocess.run([*args, "--steps", str(done + 1), "--resume", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == done + 1
 
 def test_cli_refusals_are_one_line(workspace):
     base = [sys.executable, "-m", "svdcli", "train-lora", str(workspace / "clips"), "--weights",

@@ -2,12 +2,14 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
+from ..interrupts import Terminated
 from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
@@ -25,9 +27,36 @@ def _torchrun(gpus: int) -> int:
         if a.startswith("--gpus="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}", "-m",
-           "svdcli", *args]
-    return subprocess.run(cmd).returncode
+    cmd = [sys.executable, "-c", "import sys; from svdcli.cli.train import launch; launch(sys.argv[1:])",
+           "--standalone", f"--nproc-per-node={gpus}", "-m", "svdcli", *args]
+    launcher = subprocess.Popen(cmd)
+    try:
+        return launcher.wait()
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C reached every process of the terminal; SIGTERM (a scheduler, `kill`) this one alone, so pass it on.
+        # Either way torchrun stops the workers, which save a checkpoint, and rank 0 says it was interrupted in one
+        # line: wait for that rather than leave them training unseen, and end with its status without another line.
+        if isinstance(interrupt, Terminated):
+            launcher.send_signal(signal.SIGTERM)
+        launcher.wait()
+        raise typer.Exit(130)
+
+
+def launch(argv: list[str]) -> None:
+    """torchrun, ending without a traceback when a signal stops it (the workers report the interrupt), and without
+    its warnings (the thread-count banner, a line for each signal it passes on): errors only."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main
+
+    for name in list(logging.root.manager.loggerDict):  # each module's logger sets its own level
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        main(argv)
+    except SignalException:
+        sys.exit(130)
 
 
 @command("run the same command with --resume to go on from the newest checkpoint", name="train-lora")
