@@ -30,13 +30,13 @@ def generate(
     quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
-    started = time.perf_counter()
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
     from ..outputs import OutputError, output_path, sidecar_path, watermark_available
     from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
+    started = time.perf_counter()
     try:
         p = c.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()
