@@ -82,8 +82,15 @@ class DemoChecker:
             im.save(self.dir / f"in{i}.png")
             self.images.append(self.dir / f"in{i}.png")
         self.lora = False
+        self.measured = {}  # (lora, image, seed, motion) -> evaluate's result: checks that share clips make them once
 
     def clip(self, image: int, seed: int, motion: int | None = None) -> dict:
+        key = (self.lora, image, seed, motion)
+        if key not in self.measured:
+            self.measured[key] = self._measure(image, seed, motion)
+        return self.measured[key]
+
+    def _measure(self, image: int, seed: int, motion: int | None) -> dict:
         o = replace(self.options, motion_bucket=motion) if motion is not None else self.options
         frames, _ = render(self.pipe, prepare_image(self.images[image], o, self.preset), o, seed)
         target = self.dir / f"{'zoom' if self.lora else 'base'}-{image}-{seed}-{motion}.mp4"

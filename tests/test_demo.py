@@ -55,7 +55,8 @@ def test_generate_with_no_flags_uses_the_demo_model_offline(tmp_path):
 
 
 # The issue's checks (docs/demo-model.md), with the code scripts/eval_demo.py uses and fewer seeds where the issue's
-# counts would cost CI ten more minutes; the full counts' numbers are in the docs. One model load for all of them.
+# counts would cost CI ten more minutes; the full counts' numbers are in the docs. One model load for all of them,
+# and each clip is made once (the label test reuses the fidelity test's clips).
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory):
     from svdcli.demo_checks import DemoChecker
@@ -77,20 +78,23 @@ def test_first_frame_fidelity_on_held_out_images(checker):
 def test_motion_grows_with_the_motion_setting(checker):
     from svdcli.demo_checks import monotonic
 
-    motion = checker.motion(seeds=5)  # 10 seeds (docs): 0.0082, 0.0251, 0.0319, 0.0582 at 20, 70, 130, 200
+    # 10 seeds (docs): 0.0082, 0.0251, 0.0319, 0.0582 at 20, 70, 130, 200. Each of the first 5 seeds alone rises
+    # too (2026-11-22), so 3 of them are a fair check: 0.0067, 0.0211, 0.0302, 0.0569.
+    motion = checker.motion(seeds=3)
     assert monotonic(motion), motion
 
 
 def test_camera_labels_base_and_zoom_lora(checker):
     from svdcli.demo_checks import share
 
-    seeds = 10
-    base = [checker.clip(s % len(checker.images), 1000 + s) for s in range(seeds)]
+    # The fidelity test's clips (each held-out image, seed 0, the preset's settings): made once for both tests.
+    base = [checker.clip(i, 0) for i in range(len(checker.images))]
     labels = [c["camera"] for c in base]
     assert share(labels, ("pan", "tilt", "static")) >= 0.8 and share(labels, ("zoom",)) <= 0.2, labels
     checker.use_zoom_lora()
-    zoom = [checker.clip(s % len(checker.images), 1000 + s) for s in range(seeds)]
+    zoom = [checker.clip(i, 0) for i in range(len(checker.images))]
     # The issue asks for "zoom" labels on 90 % of seeds; this LoRA gets 25 % (5 of 20, 2 of them zoom-outs): it
-    # zooms, but mostly too little for the label. What it does: more zoom than the base model on the same seeds
-    # (measured 0.0152 against 0.0122, 1.25x, on these 10). A LoRA that did nothing would measure 1.0x.
+    # zooms, but mostly too little for the label. What it does: more zoom than the base model on the same clips
+    # (measured 0.0125 against 0.0096, 1.31x, on these 8; 1.25x on the 20 seeds of the docs). A LoRA that did
+    # nothing would measure 1.0x.
     assert np.mean([abs(c["zoom"]) for c in zoom]) >= 1.15 * np.mean([abs(c["zoom"]) for c in base])
