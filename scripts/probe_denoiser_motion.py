@@ -3,6 +3,11 @@ zoom/pan of the clip itself, of the one-step denoised estimate D(x0 + σ·ε; σ
 the window's first frame (16 steps, guidance 1→2, as the demo preset samples).
 
     python scripts/probe_denoiser_motion.py WORK/cache-*.safetensors [--lora FILE] [--windows 0 2 3 5]
+    python scripts/probe_denoiser_motion.py WORK/cache-*.safetensors [--lora FILE] --loss
+
+--loss: instead, how well the model fits the windows (all of them unless --windows is given): the training
+objective's weighted error λ(σ)·‖D − x0‖² at each σ (one fixed noise draw per window), and, for scale, the same
+error of a still prediction that copies the clip's own frame 0 into every frame.
 
 A model that has learned a motion keeps it in D down to high σ; one that has not keeps it only at low σ, where the
 noisy input still shows it, and its samples do not move (docs/demo-model.md, "Where the zoom is lost").
@@ -33,8 +38,9 @@ def main():
     ap.add_argument("cache", help="a train-lora window cache (a glob is fine)")
     ap.add_argument("--weights", default=None, help="default: the demo preset's weights")
     ap.add_argument("--lora", default=None)
-    ap.add_argument("--windows", type=int, nargs="+", default=[0, 2, 3, 5])
+    ap.add_argument("--windows", type=int, nargs="+", default=None, help="default: 0 2 3 5; with --loss, all")
     ap.add_argument("--component", choices=["zoom", "pan", "tilt"], default="zoom")
+    ap.add_argument("--loss", action="store_true", help="the weighted denoising error by σ instead of the motion")
     a = ap.parse_args()
     cache = load_file(sorted(glob.glob(a.cache))[0])
     preset = load_preset("demo")
@@ -48,8 +54,11 @@ def main():
         frames = (pipe.decode(latents, len(latents)).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         return getattr(clip_motion(frames, fps), a.component)
 
-    print(f"{a.component} per second: clip, D at σ = {', '.join(map(str, SIGMAS))}, sample")
-    for w in a.windows:
+    windows = a.windows or (list(range(len(cache["latents"]))) if a.loss else [0, 2, 3, 5])
+    errors = {"model": {sig: [] for sig in SIGMAS}, "still": {sig: [] for sig in SIGMAS}}
+    if not a.loss:
+        print(f"{a.component} per second: clip, D at σ = {', '.join(map(str, SIGMAS))}, sample")
+    for w in windows:
         x0 = cache["latents"][w].float()  # (T, 4, h, w) scaled latents
         t = len(x0)
         s = SamplingSettings(frames=t, fps_id=int(cache["fps_id"][w]), noise_aug=float(cache["cond_aug"][w, 0]),
@@ -72,12 +81,24 @@ def main():
                         torch.cat([torch.zeros_like(ctx), ctx]), y.repeat(2, 1))
             return d[t:], d[:t]
 
+        if a.loss:
+            still = x0[:1].expand_as(x0)  # (T, 4, h, w): frame 0 everywhere, no motion at all
+            for sig in SIGMAS:
+                weight = (sig ** 2 + 1) / sig ** 2
+                d = denoise(x0 + sig * eps, torch.tensor(sig), cond, ctx, y)
+                errors["model"][sig].append(weight * float(((d - x0) ** 2).mean()))
+                errors["still"][sig].append(weight * float(((still - x0) ** 2).mean()))
+            continue
         row = [measured(x0)]
         row += [measured(denoise(x0 + sig * eps, torch.tensor(sig), cond, ctx, y)) for sig in SIGMAS]
         sample = sample_euler(guided, torch.randn(x0.shape, generator=g), edm_sigmas(16),
                               LinearFrameGuidance(1.0, 2.0).scales(t))
         row.append(measured(sample))
         print(f"window {w}: " + "  ".join(f"{v:+.3f}" for v in row), flush=True)
+    if a.loss:
+        print(f"weighted error over {len(windows)} windows at σ = {', '.join(map(str, SIGMAS))}")
+        for name, e in errors.items():
+            print(f"{name:>6}: " + "  ".join(f"{np.mean(e[sig]):.4f}" for sig in SIGMAS))
 
 
 if __name__ == "__main__":
