@@ -1,10 +1,11 @@
-"""LoRA files: applying low-rank updates to the U-Net's linear layers at run time.
+"""LoRA files: applying low-rank updates to the U-Net's linear and convolution layers at run time.
 
-Each targeted Linear gets y += scale · (alpha / rank) · B(A(x)) through a forward hook, so the base weights are not
+Each targeted layer gets y += scale · (alpha / rank) · B(A(x)) through a forward hook, so the base weights are not
 touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model, and several LoRAs
 add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
-(rank, in); `<module>.lora_B.weight`, (out, rank)) and record what they were made for in the `svdcli.lora`
-metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
+(rank, in) for a Linear, (rank, in, *kernel) for a convolution, which A applies with the layer's stride and padding;
+`<module>.lora_B.weight`, (out, rank) or (out, rank, 1, ...)) and record what they were made for in the
+`svdcli.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
 `base_model.model.<path>.lora_A.weight`, `.lora.down/.lora.up`) are accepted too.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import keymaps
@@ -21,13 +23,19 @@ from .safetensors_io import CheckpointError, SafetensorsFile
 from .variants import Architecture
 
 META_KEY = "svdcli.lora"
-# The attention projections a LoRA can change. Cross-attention attends to a single CLIP token, so its softmax is
-# exactly 1 whatever the query and key: attn2's to_q and to_k have no effect (and would get no gradient); only its
-# to_v and to_out.0 are targets.
+# Cross-attention attends to a single CLIP token, so its softmax is exactly 1 whatever the query and key: attn2's
+# to_q and to_k have no effect (and would get no gradient), and are never targets.
 _PROJECTIONS = r"\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_v|to_out\.0))$"
+# "locon" (LoRA for convolutions too, as LyCORIS calls it): every weight layer inside the U-Net's blocks: the
+# attention projections, the feed-forward layers, the res blocks' 3×3 (spatial) and 3×1×1 (temporal) convolutions,
+# their embedding projections and skips, and the down/upsampling convolutions. Attention adapters re-weight what
+# the blocks already compute; for a camera move the base never made (the demo model's zoom), adapters that reach the
+# convolutions and feed-forwards learn more of it (docs/demo-model.md).
 TARGETS = {"temporal": re.compile(r"\.time_stack\.0" + _PROJECTIONS),  # the paper's choice
            "spatial": re.compile(r"\.transformer_blocks\.0" + _PROJECTIONS),
-           "all": re.compile(r"\.(time_stack|transformer_blocks)\.0" + _PROJECTIONS)}
+           "all": re.compile(r"\.(time_stack|transformer_blocks)\.0" + _PROJECTIONS),
+           "locon": re.compile(r"^(input_blocks\.[1-9]\d*|middle_block|output_blocks)\.(?!.*attn2\.to_[qk]$)")}
+_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d)
 
 
 class LoraError(ValueError):
@@ -62,13 +70,14 @@ def parse_spec(spec: str) -> tuple[str, float]:
 
 
 def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
-    """diffusers module path -> our module path, for every Linear of the U-Net (from the one key table)."""
+    """diffusers module path -> our module path, for every Linear and convolution of the U-Net (from the one key
+    table)."""
     from .loader import _meta_modules
 
     out = {}
     unet = _meta_modules(arch)["unet"]
     for name, m in unet.named_modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, _LAYERS):
             theirs = keymaps.unet_source(name + ".weight", arch.unet).keys[0]
             out[theirs.removesuffix(".weight")] = name
     return out
@@ -102,7 +111,7 @@ def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) 
         if ours.startswith(("down_blocks", "up_blocks", "mid_block", "conv_in", "time_embedding", "add_embedding")):
             renames = renames or _diffusers_to_ours(arch)
             if ours not in renames:
-                raise LoraError(f"{path}: {module} is not a linear layer of the {arch.name} U-Net")
+                raise LoraError(f"{path}: {module} is not a linear or convolution layer of the {arch.name} U-Net")
             ours = renames[ours]
         a, b = f.read(a_key).float(), f.read(b_key).float()
         pairs[ours] = (a, b)
@@ -116,9 +125,24 @@ def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) 
 
 def _hook(a: Tensor, b: Tensor, factor: float):
     def add(module, args, output):
-        x = args[0]
-        return output + factor * ((x.to(a.dtype) @ a.T) @ b.T).to(output.dtype)
+        x = args[0].to(a.dtype)
+        if a.dim() == 2:
+            delta = (x @ a.T) @ b.T
+        else:  # A is a convolution like the layer's (its kernel, stride, padding); B a 1×1 across channels
+            conv = F.conv2d if a.dim() == 4 else F.conv3d
+            delta = conv(conv(x, a, None, module.stride, module.padding, module.dilation), b)
+        return output + factor * delta.to(output.dtype)
     return add
+
+
+def _pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The shapes of A and B that fit the layer, or None for a layer a LoRA cannot change."""
+    if isinstance(layer, nn.Linear):  # bitsandbytes' int8 and 4-bit layers are Linears too
+        return (rank, layer.in_features), (layer.out_features, rank)
+    if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
+        ones = (1,) * len(layer.kernel_size)
+        return (rank, layer.in_channels, *layer.kernel_size), (layer.out_channels, rank, *ones)
+    return None
 
 
 def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
@@ -140,10 +164,12 @@ def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
                 layer = unet.get_submodule(name)
             except AttributeError:
                 raise LoraError(f"{path}: {name} is not a layer of the {arch.name} U-Net") from None
-            out_f, in_f = getattr(layer, "out_features", None), getattr(layer, "in_features", None)
-            if (b.shape[0], a.shape[1]) != (out_f, in_f) or a.shape[0] != b.shape[1]:
-                raise LoraError(f"{path}: {name} has shape ({b.shape[0]}, {a.shape[1]}); the model's layer is "
-                                f"({out_f}, {in_f}) — a LoRA for another model size")
+            want = _pair_shapes(layer, a.shape[0])
+            if want is None:
+                raise LoraError(f"{path}: {name} is not a linear or convolution layer of the {arch.name} U-Net")
+            if (tuple(a.shape), tuple(b.shape)) != want:
+                raise LoraError(f"{path}: {name} has A {tuple(a.shape)} and B {tuple(b.shape)}; the model's layer "
+                                f"takes {want[0]} and {want[1]} — a LoRA for another model size")
             handles.append(layer.register_forward_hook(_hook(a.to(device), b.to(device),
                                                              scale * lora.alpha / lora.rank)))
     return handles
@@ -163,8 +189,8 @@ def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: A
 
 
 def lora_targets(unet: nn.Module, which: str = "temporal") -> list[str]:
-    """Module paths of the Linear layers a LoRA trains: "temporal" (the paper's choice: the temporal attention
-    blocks), "spatial" or "all"."""
+    """Module paths of the layers a LoRA trains: "temporal" (the paper's choice: the temporal attention blocks),
+    "spatial", "all" (both kinds of attention) or "locon" (every linear and convolution layer in the blocks)."""
     if which not in TARGETS:
         raise LoraError(f"targets {which!r}: choose one of {', '.join(TARGETS)}")
-    return [n for n, m in unet.named_modules() if isinstance(m, nn.Linear) and TARGETS[which].search(n)]
+    return [n for n, m in unet.named_modules() if isinstance(m, _LAYERS) and TARGETS[which].search(n)]

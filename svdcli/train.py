@@ -29,12 +29,14 @@ from . import __version__
 from .loader import LoadedModel
 from .lora import META_KEY, lora_targets
 from .pipeline import SamplingSettings, conditioning_vector
+from .runtime import DTYPES
 from .safetensors_io import CheckpointError, SafetensorsFile
 from .sampling import Scalings
 from .saving import _write
 from .trainset import WindowCache, motion_bucket_for
 
 TRAIN_KEY = "svdcli.train"
+SAVE_DTYPES = {k: DTYPES[k] for k in ("fp32", "fp16", "bf16")}  # a LoRA file's precision
 
 
 class TrainingError(RuntimeError):
@@ -48,7 +50,7 @@ class TrainSettings:
     ema: float = 0.0  # decay of an exponential moving average of the trained weights (0: none); outputs use it
     rank: int = 16
     alpha: float = 16.0
-    targets: str = "temporal"  # temporal (the paper's choice), spatial, all
+    targets: str = "temporal"  # temporal (the paper's choice), spatial, all (attention); locon (every layer)
     lr: float = 1e-4
     batch: int = 1  # videos per process per micro-step
     accumulate: int = 1  # micro-steps per optimizer step
@@ -65,10 +67,11 @@ class TrainSettings:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0: a validation sample at the end only
+    save_dtype: str = "fp32"  # the LoRA file's precision: fp32, fp16 or bf16 (training is unchanged)
 
     # Settings that may change between a run and its resumption (they do not change the result). The per-process
     # batch may change too, as long as the global batch (batch × accumulate × processes) does not.
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate")
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate", "save_dtype")
 
     def fingerprint(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE}
@@ -229,6 +232,8 @@ class Trainer:
             self.params = [named[n] for n in self.names]
         else:
             raise TrainingError(f"train mode {s.train!r}: choose lora or full")
+        if s.save_dtype not in SAVE_DTYPES:
+            raise TrainingError(f"save dtype {s.save_dtype!r}: choose one of {', '.join(SAVE_DTYPES)}")
         self.ema = [p.detach().clone() for p in self.params] if s.ema else None
         self.optimizer, self.optimizer_kind = make_optimizer(self.params, s, device)
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -401,8 +406,9 @@ class Trainer:
         from .lora import save_lora
 
         t = self.trained()
-        pairs = {n.removesuffix(".lora_A.weight"): (t[n], t[n.replace("lora_A", "lora_B")]) for n in t
-                 if n.endswith(".lora_A.weight")}
+        dtype = SAVE_DTYPES[self.s.save_dtype]
+        pairs = {n.removesuffix(".lora_A.weight"): (t[n].to(dtype), t[n.replace("lora_A", "lora_B")].to(dtype))
+                 for n in t if n.endswith(".lora_A.weight")}
         save_lora(pairs, path, self.model.architecture, self.s.alpha,
                   **{k: v for k, v in self.lora_metadata(steps).items() if k not in ("architecture", "alpha")})
 

@@ -6,22 +6,22 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from svdcli.keymaps import unet_source
-from svdcli.lora import LoraError, apply_loras, save_lora, lora_targets
+from svdcli.lora import LoraError, _pair_shapes, apply_loras, save_lora, lora_targets
 from svdcli.saving import _write, save_single_file
 
 from .conftest import tiny_model
 from .test_speed import unet_inputs
 
 
-def random_pairs(unet, rank=4, seed=0):
+def random_pairs(unet, rank=4, seed=0, targets="temporal"):
     g = torch.Generator().manual_seed(seed)
     pairs = {}
-    for name in lora_targets(unet):
-        layer = unet.get_submodule(name)
-        pairs[name] = (torch.randn(rank, layer.in_features, generator=g) * 0.1,
-                       torch.randn(layer.out_features, rank, generator=g) * 0.1)
+    for name in lora_targets(unet, targets):
+        a, b = _pair_shapes(unet.get_submodule(name), rank)
+        pairs[name] = (torch.randn(a, generator=g) * 0.1, torch.randn(b, generator=g) * 0.1)
     return pairs
 
 
@@ -40,6 +40,16 @@ def test_targets_are_the_attention_projections(model):
     assert sorted(lora_targets(model.unet, "all")) == sorted(targets + spatial)
     with pytest.raises(LoraError):
         lora_targets(model.unet, "everything")
+    # locon: every weight layer in the blocks: the attentions, feed-forwards, res-block convolutions (3×3 spatial,
+    # 3×1×1 temporal), their embedding projections, the samplers; never the no-op attn2 to_q/to_k or the stem/head.
+    locon = lora_targets(model.unet, "locon")
+    in_blocks = [n for n, m in model.unet.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d))
+                 and n.startswith(("input_blocks", "middle_block", "output_blocks")) and n != "input_blocks.0.0"
+                 and not n.endswith(("attn2.to_q", "attn2.to_k"))]
+    assert set(targets + spatial) < set(locon) and sorted(locon) == sorted(in_blocks)
+    kinds = {type(model.unet.get_submodule(n)) for n in locon}
+    assert kinds == {nn.Linear, nn.Conv2d, nn.Conv3d}
+    assert any(n.endswith(".ff.net.2") for n in locon) and any(n.endswith("time_stack.in_layers.2") for n in locon)
 
 
 def test_lora_changes_output_scale_zero_is_exact_and_hooks_equal_merged_weights(model, tmp_path):
@@ -61,8 +71,38 @@ def test_lora_changes_output_scale_zero_is_exact_and_hooks_equal_merged_weights(
     assert ((hooked - merged).abs().max() / merged.abs().max()).item() < 1e-5
 
 
+def test_locon_hooks_equal_merged_weights_and_peft_layers(model, tmp_path):
+    """A LoRA on convolutions: A applied as a convolution with the layer's kernel, stride and padding, B as a 1×1,
+    is ΔW = B·A merged into the kernel, and what peft's Conv2d/Conv3d LoRA layers (which train-lora trains)
+    compute."""
+    pytest.importorskip("peft")
+    from svdcli.train import add_lora
+
+    pairs = random_pairs(model.unet, seed=5, targets="locon")
+    save_lora(pairs, tmp_path / "l.safetensors", model.architecture, alpha=2.0, targets="locon")
+    args = unet_inputs()
+    with torch.no_grad():
+        base = model.unet(*args)
+        handles = apply_loras(model.unet, model.architecture, [str(tmp_path / "l.safetensors")])
+        hooked = model.unet(*args)
+        [h.remove() for h in handles]
+        assert torch.equal(model.unet(*args), base)
+        trained = tiny_model("svd", seed=1)
+        for name, layer in add_lora(trained.unet, "locon", 4, 2.0, 0).items():
+            layer.lora_A["default"].weight.copy_(pairs[name][0])
+            layer.lora_B["default"].weight.copy_(pairs[name][1])
+        peft_out = trained.unet(*args)
+        for name, (a, b) in pairs.items():  # ΔW[o, i, k...] = (alpha / rank) · Σ_r B[o, r] · A[r, i, k...]
+            w = model.unet.get_submodule(name).weight
+            w += (2.0 / 4) * torch.einsum("or,ri...->oi...", b.flatten(1), a)
+        merged = model.unet(*args)
+    assert (hooked - base).abs().max() > 1e-2
+    assert ((hooked - merged).abs().max() / merged.abs().max()).item() < 1e-5
+    assert ((hooked - peft_out).abs().max() / merged.abs().max()).item() < 1e-5
+
+
 def test_diffusers_and_peft_names_are_accepted(model, tmp_path):
-    pairs = random_pairs(model.unet, seed=3)
+    pairs = random_pairs(model.unet, seed=3, targets="locon")  # convolutions too
     save_lora(pairs, tmp_path / "ours.safetensors", model.architecture, alpha=4.0)
     cfg = model.architecture.unet
     theirs = {}

@@ -90,9 +90,10 @@ def test_the_loss_is_zero_for_the_ideal_prediction_and_weighted_as_edm():
     assert edm_loss(ideal, *args).item() == pytest.approx(0.01, rel=1e-4)
 
 
-def test_loss_falls_on_a_fixed_batch():
+@pytest.mark.parametrize("targets", ["temporal", "locon"])
+def test_loss_falls_on_a_fixed_batch(targets):
     model = tiny_model("svd", seed=1)
-    layers = add_lora(model.unet, "temporal", rank=4, alpha=4.0, seed=0)
+    layers = add_lora(model.unet, targets, rank=4, alpha=4.0, seed=0)
     params = [p for p in model.unet.parameters() if p.requires_grad]
     assert params and len(params) == 2 * len(layers)
     g = torch.Generator().manual_seed(1)
@@ -331,6 +332,9 @@ def test_cli_refusals_are_one_line(workspace):
         assert r.returncode == code and len(r.stderr.strip().splitlines()) == (1 if code else 0), r.stderr
         return r.stderr
     assert "choose one of" in svd("--motion", "sideways", code=2)
+    assert "--targets conv: choose one of temporal, spatial, all, locon" in svd("--motion", "zoom", "--targets", "conv",
+                                                                             code=2)
+    assert "--save-dtype fp8: choose one of fp32, fp16, bf16" in svd("--motion", "zoom", "--save-dtype", "fp8", code=2)
     assert "no kept clip is labelled tilt" in svd("--motion", "tilt", "--out", "t.safetensors", code=1)
     (workspace / "exists.safetensors").write_bytes(b"mine")
     assert "exists" in svd("--motion", "zoom", "--out", "exists.safetensors", code=2)
@@ -339,6 +343,17 @@ def test_cli_refusals_are_one_line(workspace):
     assert "--resume" in svd("--motion", "zoom", "--out", "again2.safetensors", "--work-dir", "again-train", code=2)
     assert "other settings: rank 4 (now 8)" in svd("--motion", "zoom", "--out", "again.safetensors", "--resume",
                                                    "--rank", "8", code=1)
+
+
+def test_a_half_precision_lora_file_is_the_same_training_rounded(workspace):
+    """--save-dtype fp16 changes only the file: the same steps, the same pairs rounded to half, half the bytes."""
+    single = run(job(workspace, "single", steps=2, targets="locon"))
+    half = run(job(workspace, "half", steps=2, targets="locon", save_dtype="fp16"))
+    assert half["loss"] == single["loss"]
+    a, b = read_pairs(workspace / "single.safetensors"), read_pairs(workspace / "half.safetensors")
+    assert a.keys() == b.keys() and any(v.dim() == 5 for v in a.values())  # the temporal 3×1×1 convolutions too
+    assert all(b[k].dtype == torch.float16 and torch.equal(b[k], a[k].half()) for k in a)
+    assert (workspace / "half.safetensors").stat().st_size < 0.55 * (workspace / "single.safetensors").stat().st_size
 
 
 def test_accumulation_equals_the_larger_batch(workspace):

@@ -75,7 +75,9 @@ def train_lora(
     steps: int = typer.Option(1000, help="Optimizer steps."),
     rank: int = typer.Option(16, help="LoRA rank."),
     alpha: float = typer.Option(None, help="LoRA alpha (scale alpha/rank). Default: the rank."),
-    targets: str = typer.Option("temporal", help="temporal (the paper's: temporal attention), spatial, or all."),
+    targets: str = typer.Option("temporal", help="temporal (the paper's: temporal attention), spatial, all (both "
+                                                 "attentions), or locon (every linear and convolution layer in the "
+                                                 "U-Net's blocks: learns camera moves the model never made)."),
     lr: float = typer.Option(1e-4, help="Learning rate after warm-up."),
     warmup: int = typer.Option(50, help="Steps of linear learning-rate warm-up."),
     batch: int = typer.Option(1, help="Videos per GPU per micro-step."),
@@ -101,6 +103,8 @@ def train_lora(
                                                                            "frame)."),
     optimizer: str = typer.Option("auto", help="auto (8-bit AdamW on CUDA when bitsandbytes is installed), adamw, "
                                                "adamw8bit."),
+    save_dtype: str = typer.Option("fp32", "--save-dtype", help="The LoRA file's precision: fp32, fp16 or bf16 "
+                                                                 "(half the size; training is unchanged)."),
     no_grad_checkpointing: bool = typer.Option(False, "--no-grad-checkpointing", help="Faster, more memory."),
     manifest: Path = typer.Option(None, help="A curate manifest to use (default: CLIPS/curate.jsonl, or curate "
                                              "now)."),
@@ -113,8 +117,9 @@ def train_lora(
     """Train a camera-motion LoRA (the paper's recipe: LoRA in the temporal attention) on curated clips."""
     from ..curate import CurateSettings
     from ..generation import OptionsError, parse_size
+    from ..lora import TARGETS
     from ..presets import PresetError, load_preset
-    from ..train import TrainSettings
+    from ..train import SAVE_DTYPES, TrainSettings
     from ..trainset import MOTION_GROUPS, DataSettings
     from ..weights import WeightsError, resolve_weights
 
@@ -132,8 +137,10 @@ def train_lora(
             if not bucket.isdigit() or int(bucket) > 255:
                 raise ValueError(f"--motion-bucket {motion_bucket}: a number 0-255, or auto")
             bucket = int(bucket)
-        if targets not in ("temporal", "spatial", "all"):
-            raise ValueError(f"--targets {targets}: choose temporal, spatial or all")
+        if targets not in TARGETS:
+            raise ValueError(f"--targets {targets}: choose one of {', '.join(TARGETS)}")
+        if save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"--save-dtype {save_dtype}: choose one of {', '.join(SAVE_DTYPES)}")
         if optimizer not in ("auto", "adamw", "adamw8bit"):
             raise ValueError(f"--optimizer {optimizer}: choose auto, adamw or adamw8bit")
         if validation_image is not None:
@@ -169,7 +176,8 @@ def train_lora(
                                  batch=batch, accumulate=accumulate, warmup=warmup, seed=seed, p_mean=p_mean,
                                  p_std=p_std, cond_dropout=cond_dropout, motion_bucket=bucket, optimizer=optimizer,
                                  checkpointing=not no_grad_checkpointing, checkpoint_every=checkpoint_every,
-                                 keep_checkpoints=keep_checkpoints, sample_every=sample_every)
+                                 keep_checkpoints=keep_checkpoints, sample_every=sample_every,
+                                 save_dtype=save_dtype)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
         fail(str(x))
