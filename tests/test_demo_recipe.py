@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from svdcli.demo_recipe import ARCH, Recipe, build, sha256
+from svdcli.demo_recipe import ARCH, Recipe, RecipeError, build, rebuild_zoom_lora, sha256
 from svdcli.loader import load
 from svdcli.lora import apply_loras, read_lora
 
-SMOKE = Recipe().scaled(0.004)  # 6 autoencoder steps, 2 + 2 clips, 20 video-model steps, 3 LoRA steps
+SMOKE = Recipe().scaled(0.004)  # 6 autoencoder steps, 2 + 8 clips, 20 video-model steps, 4 LoRA steps
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,14 @@ def test_the_files_load_as_the_demo_architecture(built):
     assert all(p.dtype == torch.float32 for p in model.unet.parameters())
     lora = read_lora(out / "demo-zoom.safetensors", model.architecture, "demo")
     assert lora.rank == SMOKE.lora_rank and lora.meta["motion"] == "zoom"
-    # spatial and temporal attention (SMOKE.lora_targets "all"): both kinds of block carry pairs
-    assert any(".time_stack." in k for k in lora.pairs) and any(".transformer_blocks." in k for k in lora.pairs)
+    # LoCon (SMOKE.lora_targets): attention, feed-forward and convolution pairs, spatial and temporal, in fp16
+    assert any(".time_stack.0.attn1" in k for k in lora.pairs) and any(".transformer_blocks.0.ff" in k
+                                                                         for k in lora.pairs)
+    assert any(a.dim() == 4 for a, _ in lora.pairs.values()) and any(a.dim() == 5 for a, _ in lora.pairs.values())
+    from safetensors import safe_open
+
+    with safe_open(out / "demo-zoom.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     apply_loras(model.unet, model.architecture, [str(out / "demo-zoom.safetensors")], "demo")
 
 
@@ -52,6 +58,27 @@ def test_a_resumed_run_writes_the_same_bytes(built, tmp_path):
     second = build(SMOKE, tmp_path)
     assert second["unet"]["resumed_from"] is not None
     assert second["files"] == first["files"]
+
+
+def test_the_lora_stage_alone_on_the_base_writes_the_whole_runs_lora(built, tmp_path):
+    out, first = built
+    again = rebuild_zoom_lora(SMOKE, out / "svd-demo.safetensors", tmp_path / "lora", torch.device("cpu"))
+    assert again["files"] == first["files"] and again["lora_stage_only"]["base_sha256"] == first["files"][
+        "svd-demo.safetensors"]["sha256"]
+    assert again["vae"] == first["vae"] and again["unet"] == first["unet"]  # stages 1-3: the earlier run's record
+    assert json.loads((tmp_path / "lora" / "recipe.json").read_text())["files"] == first["files"]
+    # Refused: a base its recipe.json does not record, or one made with other stage 1-3 settings.
+    (tmp_path / "other").mkdir()
+    shutil.copyfile(out / "recipe.json", tmp_path / "other" / "recipe.json")
+    (tmp_path / "other" / "svd-demo.safetensors").write_bytes(b"not the base")
+    with pytest.raises(RecipeError, match="not the svd-demo.safetensors its recipe.json records"):
+        rebuild_zoom_lora(SMOKE, tmp_path / "other" / "svd-demo.safetensors", tmp_path / "x", torch.device("cpu"))
+    from dataclasses import replace
+
+    with pytest.raises(RecipeError, match="other settings for stages 1-3: unet_steps"):
+        rebuild_zoom_lora(replace(SMOKE, unet_steps=21), out / "svd-demo.safetensors", tmp_path / "x",
+                          torch.device("cpu"))
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
