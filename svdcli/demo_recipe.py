@@ -200,7 +200,13 @@ def build(r: Recipe, out: Path, note=lambda _: None, progress=None,
 
     # 4. Zoom LoRA.
     report["lora"] = train_zoom_lora(r, weights, out, device, note)
-    report["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in (weights, out / LORA)}
+    return record_files(report, out)
+
+
+def record_files(report: dict, out: Path) -> dict:
+    """The sha256 and size of both files into the report, and the report into out/recipe.json."""
+    report["files"] = {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size}
+                       for name in (WEIGHTS, LORA)}
     (out / "recipe.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -254,9 +260,7 @@ def rebuild_zoom_lora(r: Recipe, base: Path, out: Path, device: torch.device, no
         shutil.copyfile(base, weights)
     report = {**prior, "recipe": now, "device": str(device), "lora_stage_only": {"base_sha256": digest}}
     report["lora"] = train_zoom_lora(r, weights, out, device, note)
-    report["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in (weights, out / LORA)}
-    (out / "recipe.json").write_text(json.dumps(report, indent=1))
-    return report
+    return record_files(report, out)
 
 
 def main(argv=None):
