@@ -9,6 +9,10 @@ GPU: peak torch.cuda.max_memory_allocated; CPU: peak RSS.
     python bench/train_memory.py --size 128x128 --frames 14 --dtype fp32 --device cpu        # CPU, reduced
     python bench/train_memory.py ... --no-checkpointing                                       # without recompute
     python bench/train_memory.py --size 1024x576 --frames 14 --estimate                       # no GPU needed
+    python bench/train_memory.py --model demo --size 192x128 --dtype fp32 --device cpu --targets locon --merge off
+
+--model demo times the shipped demo model's U-Net instead (the demo recipe's LoRA stage); --merge on/off applies
+every LoRA pair merged into its layer's weight or factored beside it, instead of each in its cheaper form.
 
 --estimate builds the U-Net on the meta device (no memory, about a second) and adds up, in the compute dtype, the
 tensors autograd saves: those kept across the whole forward with layer checkpointing, and the largest set one layer
@@ -34,7 +38,13 @@ from svdcli.variants import ARCHITECTURES
 a = json.loads(sys.argv[1])
 dev, dtype = torch.device(a["device"]), DTYPES[a["dtype"]]
 cfg = ARCHITECTURES["svd"].unet
-if a["weights"]:
+if a["model"] == "demo":
+    from svdcli.loader import load
+    from svdcli.presets import load_preset
+    from svdcli.weights import resolve_weights
+    demo = load(resolve_weights(None, load_preset("demo")), device=dev, dtype=dtype, architecture="svd")
+    unet, cfg = demo.unet, demo.architecture.unet
+elif a["weights"]:
     from svdcli.loader import load
     unet = load(a["weights"], device=dev, dtype=dtype).unet
 else:
@@ -42,7 +52,8 @@ else:
         unet = VideoUNet(cfg)
     unet = random_init(unet.to_empty(device="cpu"), 0).to(dev, dtype)
 unet.checkpointing = a["checkpointing"]
-layers = add_lora(unet, a["targets"], a["rank"], float(a["rank"]), 0)
+merge = {"auto": None, "on": True, "off": False}[a["merge"]]
+layers = add_lora(unet, a["targets"], a["rank"], float(a["rank"]), 0, merge)
 params = [p for p in unet.parameters() if p.requires_grad]
 opt, kind = make_optimizer(params, TrainSettings(optimizer=a["optimizer"]), dev)
 t, h, w = a["frames"], a["height"] // 8, a["width"] // 8
@@ -68,6 +79,7 @@ for i in range(a["steps"]):
     times.append(time.perf_counter() - t0)
 peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"peak": peak, "weights": weights, "lora_params": sum(p.numel() for p in params),
+                  "merged": sum(p.merged for p in layers.values()), "pairs": len(layers),
                   "step_s": min(times), "first_step_s": times[0], "optimizer": kind, "loss": loss.item()}))
 """
 
@@ -129,6 +141,9 @@ print(json.dumps({"weights": weights, "kept": kept, "largest_layer": per_layer[l
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="A checkpoint; default: random full-size weights.")
+    ap.add_argument("--model", choices=("svd", "demo"), default="svd", help="demo: the shipped demo model's U-Net.")
+    ap.add_argument("--merge", choices=("auto", "on", "off"), default="auto",
+                    help="LoRA pairs merged into the weights (on), factored (off), or each in its cheaper form.")
     ap.add_argument("--size", default="1024x576")
     ap.add_argument("--frames", type=int, default=14)
     ap.add_argument("--rank", type=int, default=16)
@@ -143,7 +158,7 @@ def main():
     w, h = (int(v) for v in a.size.split("x"))
     args = {"weights": a.weights, "width": w, "height": h, "frames": a.frames, "rank": a.rank, "targets": a.targets,
             "dtype": a.dtype, "device": a.device, "optimizer": a.optimizer, "steps": a.steps,
-            "checkpointing": not a.no_checkpointing}
+            "checkpointing": not a.no_checkpointing, "model": a.model, "merge": a.merge}
     r = subprocess.run([sys.executable, "-c", ESTIMATE if a.estimate else CHILD, json.dumps(args)],
                        capture_output=True, text=True)
     if r.returncode:
@@ -159,7 +174,8 @@ def main():
               f"recompute {out['largest_layer'] / gb:.2f} GiB ({out['largest_name']}) + LoRA and AdamW "
               f"{lora / gb:.3f} GiB = {floor / gb:.2f} GiB before temporaries")
         return
-    print(f"{a.device} {a.dtype} {w}x{h}x{a.frames} rank {a.rank} {a.targets} checkpointing "
+    print(f"{a.model} {a.device} {a.dtype} {w}x{h}x{a.frames} rank {a.rank} {a.targets} (merge {a.merge}: "
+          f"{out['merged']} of {out['pairs']} pairs merged) checkpointing "
           f"{'off' if a.no_checkpointing else 'on'} {out['optimizer']}: peak {out['peak'] / gb:.2f} GiB "
           f"(U-Net weights {out['weights'] / gb:.2f} GiB, {out['lora_params'] / 1e6:.2f} M LoRA parameters), "
           f"{out['step_s']:.2f} s/step (first {out['first_step_s']:.2f} s), loss {out['loss']:.3f}")

@@ -10,12 +10,14 @@ add up. Our files name each pair after the module in the single-file layout (`<m
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.parametrize
 from torch import Tensor, nn
 
 from . import keymaps
@@ -123,16 +125,55 @@ def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) 
     return Lora(Path(path), pairs, alpha, int(meta.get("rank", rank)), meta)
 
 
+def low_rank_update(x: Tensor, a: Tensor, b: Tensor, layer: nn.Module) -> Tensor:
+    """B(A(x)) for a pair on `layer`: A is a linear map, or a convolution like the layer's (its kernel, stride,
+    padding), and B a 1×1 convolution across channels."""
+    if a.dim() == 2:
+        return (x @ a.T) @ b.T
+    conv = F.conv2d if a.dim() == 4 else F.conv3d
+    return conv(conv(x, a, None, layer.stride, layer.padding, layer.dilation), b)
+
+
 def _hook(a: Tensor, b: Tensor, factor: float):
     def add(module, args, output):
-        x = args[0].to(a.dtype)
-        if a.dim() == 2:
-            delta = (x @ a.T) @ b.T
-        else:  # A is a convolution like the layer's (its kernel, stride, padding); B a 1×1 across channels
-            conv = F.conv2d if a.dim() == 4 else F.conv3d
-            delta = conv(conv(x, a, None, module.stride, module.padding, module.dilation), b)
-        return output + factor * delta.to(output.dtype)
+        return output + factor * low_rank_update(args[0].to(a.dtype), a, b, module).to(output.dtype)
     return add
+
+
+class LoraPair(nn.Module):
+    """A trainable pair on one frozen layer: ΔW = (alpha / rank) · B·A, A drawn as peft draws it (uniform within
+    ±1/√fan_in), B zero, so training starts at the base model. It is applied in whichever of two equal forms costs
+    fewer operations (`attach`): merged into the weight, the layer computing once with W + ΔW (and the full weight
+    gradient, from which A's and B's follow), or factored, the layer's output plus B(A(x)) (two thin products, three
+    times over with their gradients). Per output position that is in·out against 3·rank·(in + out) (in counting the
+    kernel), so a small layer (the demo model's) merges and a wide one (SVD's, 320-1280 channels) stays factored.
+    merge: True or False to choose the form (the tests compare them)."""
+
+    def __init__(self, layer: nn.Module, rank: int, alpha: float, generator: torch.Generator,
+                 merge: bool | None = None):
+        super().__init__()
+        a_shape, b_shape = _pair_shapes(layer, rank)
+        fan_in = math.prod(a_shape[1:])
+        bound = 1 / math.sqrt(fan_in)
+        self.lora_A = nn.Parameter(torch.rand(a_shape, generator=generator) * 2 * bound - bound)
+        self.lora_B = nn.Parameter(torch.zeros(b_shape))
+        self.factor = alpha / rank
+        self.merged = fan_in * b_shape[0] <= 3 * rank * (fan_in + b_shape[0]) if merge is None else merge
+
+    def delta(self) -> Tensor:
+        """ΔW, shaped like the layer's weight."""
+        a = self.lora_A
+        return self.factor * (self.lora_B.flatten(1) @ a.flatten(1)).view(self.lora_B.shape[0], *a.shape[1:])
+
+    def forward(self, weight: Tensor) -> Tensor:  # the merged form, as a parametrization of layer.weight
+        return (weight.float() + self.delta()).to(weight.dtype)
+
+    def attach(self, layer: nn.Module) -> None:
+        if self.merged:
+            torch.nn.utils.parametrize.register_parametrization(layer, "weight", self)
+            return
+        layer.lora = self
+        layer.register_forward_hook(_hook(self.lora_A, self.lora_B, self.factor))  # run-time LoRAs' own hook
 
 
 def _pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

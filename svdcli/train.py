@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .loader import LoadedModel
-from .lora import META_KEY, lora_targets
+from .lora import META_KEY, LoraPair, lora_targets
 from .pipeline import SamplingSettings, conditioning_vector
 from .runtime import DTYPES
 from .safetensors_io import CheckpointError, SafetensorsFile
@@ -118,27 +118,21 @@ def edm_loss(unet: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Te
     return (weight * (denoised - x0) ** 2).mean()
 
 
-def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int) -> dict[str, nn.Module]:
-    """peft LoRA layers (A: Kaiming-uniform, B: zeros, so training starts at the base model) on the target
-    projections; the base weights are frozen. Returns {module path: peft layer}. LoRA weights are kept in float32
-    whatever the base weights' dtype."""
-    from .quantize import import_bitsandbytes
-
-    import_bitsandbytes()  # peft imports it when installed; first quieten its import-time notice
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise TrainingError("training needs peft: pip install 'svdcli[train]'") from None
+def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int,
+             merge: bool | None = None) -> dict[str, LoraPair]:
+    """Trainable LoRA pairs on the target layers (each drawn from its own seeded generator, so a pair does not
+    depend on which others there are); the base weights are frozen. Returns {module path: pair}. Pairs are kept in
+    float32 whatever the base weights' dtype. merge: the form of every pair (LoraPair); None: each its cheaper."""
     names = lora_targets(unet, targets)
     for p in unet.parameters():
         p.requires_grad_(False)
-    torch.manual_seed(seed)
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0), unet)
-    layers = {n: unet.get_submodule(n) for n in names}
-    for layer in layers.values():
-        for sub in (layer.lora_A["default"], layer.lora_B["default"]):
-            sub.float()
-    return layers
+    pairs = {}
+    for n in names:
+        layer = unet.get_submodule(n)
+        pairs[n] = LoraPair(layer, rank, alpha, torch.Generator().manual_seed(seed_of(seed, "lora", n)), merge)
+        pairs[n].to(layer.weight.device)
+        pairs[n].attach(layer)
+    return pairs
 
 
 def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.device) -> tuple[torch.optim.Optimizer,
@@ -222,7 +216,7 @@ class Trainer:
         if s.train == "lora":
             self.layers = add_lora(unet, s.targets, s.rank, s.alpha, s.seed)
             self.names = [f"{n}.lora_{x}.weight" for n in sorted(self.layers) for x in "AB"]
-            self.params = [getattr(self.layers[n], f"lora_{x}")["default"].weight for n in sorted(self.layers)
+            self.params = [getattr(self.layers[n], f"lora_{x}") for n in sorted(self.layers)
                            for x in "AB"]
         elif s.train == "full":  # float32 master weights; autocast computes in dtype
             unet.float().requires_grad_(True)

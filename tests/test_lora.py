@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from svdcli.keymaps import unet_source
-from svdcli.lora import LoraError, _pair_shapes, apply_loras, save_lora, lora_targets
+from svdcli.lora import LoraError, LoraPair, _pair_shapes, apply_loras, lora_targets, save_lora
 from svdcli.saving import _write, save_single_file
 
 from .conftest import tiny_model
@@ -73,10 +73,8 @@ def test_lora_changes_output_scale_zero_is_exact_and_hooks_equal_merged_weights(
 
 def test_locon_hooks_equal_merged_weights_and_peft_layers(model, tmp_path):
     """A LoRA on convolutions: A applied as a convolution with the layer's kernel, stride and padding, B as a 1×1,
-    is ΔW = B·A merged into the kernel, and what peft's Conv2d/Conv3d LoRA layers (which train-lora trains)
-    compute."""
-    pytest.importorskip("peft")
-    from svdcli.train import add_lora
+    is ΔW = B·A merged into the kernel, and what peft's Conv2d/Conv3d LoRA layers compute."""
+    peft = pytest.importorskip("peft")
 
     pairs = random_pairs(model.unet, seed=5, targets="locon")
     save_lora(pairs, tmp_path / "l.safetensors", model.architecture, alpha=2.0, targets="locon")
@@ -87,11 +85,12 @@ def test_locon_hooks_equal_merged_weights_and_peft_layers(model, tmp_path):
         hooked = model.unet(*args)
         [h.remove() for h in handles]
         assert torch.equal(model.unet(*args), base)
-        trained = tiny_model("svd", seed=1)
-        for name, layer in add_lora(trained.unet, "locon", 4, 2.0, 0).items():
-            layer.lora_A["default"].weight.copy_(pairs[name][0])
-            layer.lora_B["default"].weight.copy_(pairs[name][1])
-        peft_out = trained.unet(*args)
+        theirs = tiny_model("svd", seed=1)
+        peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=2.0, target_modules=list(pairs)), theirs.unet)
+        for name, (a, b) in pairs.items():
+            theirs.unet.get_submodule(name).lora_A["default"].weight.copy_(a)
+            theirs.unet.get_submodule(name).lora_B["default"].weight.copy_(b)
+        peft_out = theirs.unet(*args)
         for name, (a, b) in pairs.items():  # ΔW[o, i, k...] = (alpha / rank) · Σ_r B[o, r] · A[r, i, k...]
             w = model.unet.get_submodule(name).weight
             w += (2.0 / 4) * torch.einsum("or,ri...->oi...", b.flatten(1), a)
@@ -99,6 +98,41 @@ def test_locon_hooks_equal_merged_weights_and_peft_layers(model, tmp_path):
     assert (hooked - base).abs().max() > 1e-2
     assert ((hooked - merged).abs().max() / merged.abs().max()).item() < 1e-5
     assert ((hooked - peft_out).abs().max() / merged.abs().max()).item() < 1e-5
+
+
+def test_trained_pairs_merged_or_factored_are_the_same_function_and_gradients(tmp_path):
+    """train-lora applies each pair merged into the weight or factored beside it, whichever costs less: both are
+    the hooks' function, with the same gradients for A and B."""
+    from svdcli.train import add_lora
+
+    pairs = random_pairs(tiny_model("svd", seed=1).unet, seed=5, targets="locon")
+    save_lora(pairs, tmp_path / "l.safetensors", tiny_model("svd", seed=1).architecture, alpha=2.0)
+    args = unet_inputs()
+    hooked_model = tiny_model("svd", seed=1)
+    with torch.no_grad():
+        apply_loras(hooked_model.unet, hooked_model.architecture, [str(tmp_path / "l.safetensors")])
+        hooked = hooked_model.unet(*args)
+    outs, grads = [], []
+    for merge in (True, False):
+        m = tiny_model("svd", seed=1)
+        layers = add_lora(m.unet, "locon", 4, 2.0, 0, merge=merge)
+        assert layers.keys() == pairs.keys() and all(p.merged == merge for p in layers.values())
+        with torch.no_grad():
+            for name, (a, b) in pairs.items():
+                layers[name].lora_A.copy_(a)
+                layers[name].lora_B.copy_(b)
+        out = m.unet(*args)
+        (out ** 2).mean().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([g for n in sorted(layers) for g in (layers[n].lora_A.grad.flatten(),
+                                                                   layers[n].lora_B.grad.flatten())]))
+    for out in outs:
+        assert ((out - hooked).abs().max() / hooked.abs().max()).item() < 1e-5
+    assert grads[0].abs().max() > 0
+    assert ((grads[0] - grads[1]).abs().max() / grads[0].abs().max()).item() < 1e-4
+    # The cheaper form at rank 16: a 64-wide projection (the demo model's) merges, a 1280-wide one (SVD's) does not.
+    assert LoraPair(nn.Linear(64, 64), 16, 16.0, torch.Generator()).merged
+    assert not LoraPair(nn.Linear(1280, 1280), 16, 16.0, torch.Generator()).merged
 
 
 def test_diffusers_and_peft_names_are_accepted(model, tmp_path):

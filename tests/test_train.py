@@ -116,11 +116,11 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for checkpointing in (False, True):
         model = tiny_model("svd", seed=1)
-        add_lora(model.unet, "all", rank=4, alpha=4.0, seed=0)
+        layers = add_lora(model.unet, "all", rank=4, alpha=4.0, seed=0)
         model.unet.checkpointing = checkpointing
-        for name, m in model.unet.named_modules():  # B starts at zero; make it non-zero so A gets gradients too
-            if name.endswith("lora_B.default"):
-                torch.nn.init.normal_(m.weight, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+        with torch.no_grad():  # B starts at zero; make it non-zero so A gets gradients too
+            for name, pair in layers.items():
+                torch.nn.init.normal_(pair.lora_B, std=0.1, generator=torch.Generator().manual_seed(len(name)))
         g = torch.Generator().manual_seed(2)
         batch = (torch.randn(3, 4, 8, 8, generator=g), torch.tensor([2.0]), torch.randn(3, 4, 8, 8, generator=g),
                  torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 48, generator=g), torch.randn(3, 24, generator=g),
@@ -196,13 +196,13 @@ def test_train_resume_and_the_output_file(workspace, tmp_path):
         trained = tiny_model("svd", seed=1)
         layers = add_lora(trained.unet, "temporal", 4, 4.0, 0)
         for name, layer in layers.items():
-            layer.lora_A["default"].weight.copy_(a[f"{name}.lora_A.weight"])
-            layer.lora_B["default"].weight.copy_(a[f"{name}.lora_B.weight"])
-        peft_out = trained.unet(*args)
+            layer.lora_A.copy_(a[f"{name}.lora_A.weight"])
+            layer.lora_B.copy_(a[f"{name}.lora_B.weight"])
+        trained_out = trained.unet(*args)
         zero = apply_loras(model.unet, model.architecture, [str(workspace / "full.safetensors") + ":0"])
         assert zero == [] and torch.equal(model.unet(*args), base)
     assert (hooked - base).abs().max() > 1e-4
-    assert ((hooked - peft_out).abs().max() / base.abs().max()).item() < 1e-5
+    assert ((hooked - trained_out).abs().max() / base.abs().max()).item() < 1e-5
 
     # Made for svd: refused for another variant and for another architecture.
     with pytest.raises(LoraError, match="made for svd, not svd-xt"):
