@@ -203,7 +203,7 @@ def find_cuts(frames: np.ndarray, fps: float, cheap_fps: float = 4.0, cut_min: f
         while i + 2 < e:
             j = min(i + win, e - 1)
             fade_range = _blend(th, i, j, fade_min)
-            if fade_range:
+            if fade_range and not _moved(frames[i], frames[j]):
                 cuts.append(Cut(*fade_range, "fade"))
                 i = fade_range[1]
             else:
@@ -237,6 +237,27 @@ def _blend(th, i: int, j: int, minimum: float) -> tuple[int, int] | None:
     if not moving or seq[-1] - seq[0] < 0.9:
         return None
     return i + moving[0] + 1, i + moving[-1] + 1
+
+
+def _moved(a: np.ndarray, b: np.ndarray, width: int = 128) -> bool:
+    """Whether frame b is frame a moved by the camera: one similarity transform (fitted to the optical flow)
+    explains most of their difference. Small motion of soft texture (a zoom into a blurry field) changes a
+    thumbnail almost linearly, as a dissolve does; a dissolve's end frame is no warp of its start. (The flow alone
+    would not tell: it can match one texture onto an unrelated one.)"""
+    ga, gb = grey_small(a, width), grey_small(b, width)
+    f = flow(ga, gb)  # a(x) moves to x + f(x) in b
+    h, w = ga.shape
+    ys, xs = np.mgrid[2:h - 2:4, 2:w - 2:4].reshape(2, -1).astype(np.float32)
+    src = np.stack([xs, ys], 1)
+    m, _ = cv2.estimateAffinePartial2D(src, src + f[ys.astype(int), xs.astype(int)], method=cv2.RANSAC,
+                                       ransacReprojThreshold=1.0)
+    if m is None:
+        return False
+    warped = cv2.warpAffine(ga, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inner = (slice(h // 8, h - h // 8), slice(w // 8, w - w // 8))  # content entering at the borders has no source
+    before = np.abs(gb.astype(np.float32) - ga)[inner].mean()
+    after = np.abs(gb.astype(np.float32) - warped)[inner].mean()
+    return bool(after < 0.5 * before)
 
 
 def segments(n: int, cuts: list[Cut]) -> list[tuple[int, int]]:
