@@ -87,7 +87,7 @@ class Recipe:
     # attention adapters on the same clips made 2 / 20 zoom labels at 1000 steps, these 6 / 20 (11 / 20 at 1400).
     # 2000 steps at 2e-3 make 15 / 20; more steps (2600: 13 / 20) or a decaying rate (14 / 20) no longer add.
     # The clips are conditioned on motion bucket 40, not on their measured motion (bucket 73): the model makes
-    # about half the motion its bucket asks for, so at the preset's 127 it now asks for more than the clips show
+    # less than half the motion its bucket asks for, so at the preset's 127 it now asks for more than the clips show
     # and zooms further (16 / 20, every photo seed).
     lora_clips: int = 240
     lora_cameras: tuple[str, ...] = ("zoom-in",)
