@@ -88,3 +88,17 @@ def test_a_device_that_is_not_there_is_a_usage_error_not_a_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("device cuda: no CUDA device is available")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_lora_stage_conditions_on_the_recipes_bucket_and_the_video_model_on_each_clips(built):
+    from svdcli.safetensors_io import SafetensorsFile
+    from svdcli.train import TRAIN_KEY
+
+    out, _ = built
+
+    def bucket(work):
+        newest = sorted((out / work / "checkpoints").glob("step-*.safetensors"))[-1]
+        return json.loads(SafetensorsFile(newest).metadata[TRAIN_KEY])["fingerprint"]["motion_bucket"]
+
+    assert bucket("zoom-train") == SMOKE.lora_motion_bucket == 40
+    assert bucket("unet-train") is None
