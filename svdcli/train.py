@@ -68,10 +68,13 @@ class TrainSettings:
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0: a validation sample at the end only
     save_dtype: str = "fp32"  # the LoRA file's precision: fp32, fp16 or bf16 (training is unchanged)
+    strength: float = 1.0  # the file's alpha is alpha × strength: `--lora FILE` applies it that much stronger than
+    # it was trained (training is unchanged); for an adapter that moves less than its clips (docs/demo-model.md)
 
     # Settings that may change between a run and its resumption (they do not change the result). The per-process
     # batch may change too, as long as the global batch (batch × accumulate × processes) does not.
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate", "save_dtype")
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate", "save_dtype",
+                 "strength")
 
     def fingerprint(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE}
@@ -393,8 +396,8 @@ class Trainer:
 
     def lora_metadata(self, steps: int) -> dict:
         return {**self.lora_meta, "architecture": self.model.architecture.name, "rank": self.s.rank,
-                "alpha": self.s.alpha, "targets": self.s.targets, "steps": steps, "svd_version": __version__,
-                "train_settings": asdict(self.s)}
+                "alpha": self.s.alpha * self.s.strength, "targets": self.s.targets, "steps": steps,
+                "svd_version": __version__, "train_settings": asdict(self.s)}
 
     def save_lora(self, path: Path, steps: int) -> None:
         from .lora import save_lora
@@ -403,8 +406,9 @@ class Trainer:
         dtype = SAVE_DTYPES[self.s.save_dtype]
         pairs = {n.removesuffix(".lora_A.weight"): (t[n].to(dtype), t[n.replace("lora_A", "lora_B")].to(dtype))
                  for n in t if n.endswith(".lora_A.weight")}
-        save_lora(pairs, path, self.model.architecture, self.s.alpha,
-                  **{k: v for k, v in self.lora_metadata(steps).items() if k not in ("architecture", "alpha")})
+        meta = self.lora_metadata(steps)
+        save_lora(pairs, path, self.model.architecture, meta["alpha"],
+                  **{k: v for k, v in meta.items() if k not in ("architecture", "alpha")})
 
     def save_checkpoint(self, step: int) -> None:
         """checkpoints/step-NNNNNN.safetensors, written atomically: the trained tensors (a LoRA checkpoint is a LoRA

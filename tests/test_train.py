@@ -335,6 +335,7 @@ def test_cli_refusals_are_one_line(workspace):
     assert "--targets conv: choose one of temporal, spatial, all, locon" in svd("--motion", "zoom", "--targets", "conv",
                                                                              code=2)
     assert "--save-dtype fp8: choose one of fp32, fp16, bf16" in svd("--motion", "zoom", "--save-dtype", "fp8", code=2)
+    assert "--strength 0.0: must be above 0" in svd("--motion", "zoom", "--strength", "0", code=2)
     assert "no kept clip is labelled tilt" in svd("--motion", "tilt", "--out", "t.safetensors", code=1)
     (workspace / "exists.safetensors").write_bytes(b"mine")
     assert "exists" in svd("--motion", "zoom", "--out", "exists.safetensors", code=2)
@@ -354,6 +355,34 @@ def test_a_half_precision_lora_file_is_the_same_training_rounded(workspace):
     assert a.keys() == b.keys() and any(v.dim() == 5 for v in a.values())  # the temporal 3×1×1 convolutions too
     assert all(b[k].dtype == torch.float16 and torch.equal(b[k], a[k].half()) for k in a)
     assert (workspace / "half.safetensors").stat().st_size < 0.55 * (workspace / "single.safetensors").stat().st_size
+
+
+def test_a_file_written_at_a_strength_applies_as_the_plain_file_at_that_scale(workspace):
+    """--strength 1.5 changes only the file's alpha: the same training and pairs, and a plain --lora of it moves the
+    U-Net exactly as the file trained at strength 1 does at FILE:1.5 (the demo's zoom LoRA ships this way)."""
+    from svdcli.lora import read_lora
+
+    from .test_speed import unet_inputs
+
+    plain = run(job(workspace, "plain", steps=2))
+    strong = run(job(workspace, "strong", steps=2, strength=1.5))
+    assert strong["loss"] == plain["loss"]
+    model = tiny_model("svd", seed=1)
+    a, b = read_lora(workspace / "plain.safetensors", model.architecture), read_lora(
+        workspace / "strong.safetensors", model.architecture)
+    assert a.alpha == 4.0 and b.alpha == 6.0 and a.pairs.keys() == b.pairs.keys()
+    assert all(torch.equal(a.pairs[k][i], b.pairs[k][i]) for k in a.pairs for i in (0, 1))
+    args = unet_inputs()
+    outputs = []
+    with torch.no_grad():
+        base = model.unet(*args)
+        for spec in ("plain.safetensors:1.5", "strong.safetensors", "plain.safetensors"):
+            handles = apply_loras(model.unet, model.architecture, [str(workspace / spec)])
+            outputs.append(model.unet(*args))
+            for h in handles:
+                h.remove()
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-6)
+    assert (outputs[1] - outputs[2]).abs().max() > 1e-5 and (outputs[2] - base).abs().max() > 1e-5
 
 
 def test_accumulation_equals_the_larger_batch(workspace):

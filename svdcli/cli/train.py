@@ -105,6 +105,8 @@ def train_lora(
                                                "adamw8bit."),
     save_dtype: str = typer.Option("fp32", "--save-dtype", help="The LoRA file's precision: fp32, fp16 or bf16 "
                                                                  "(half the size; training is unchanged)."),
+    strength: float = typer.Option(1.0, "--strength", help="The strength the file applies at with a plain --lora "
+                                                           "(its alpha × this; training is unchanged)."),
     no_grad_checkpointing: bool = typer.Option(False, "--no-grad-checkpointing", help="Faster, more memory."),
     manifest: Path = typer.Option(None, help="A curate manifest to use (default: CLIPS/curate.jsonl, or curate "
                                              "now)."),
@@ -158,6 +160,8 @@ def train_lora(
                         ("--noise-aug-draws", aug_draws), ("--sample-steps", sample_steps)):
             if v < 1:
                 raise ValueError(f"{name} {v}: must be at least 1")
+        if not strength > 0:
+            raise ValueError(f"--strength {strength}: must be above 0")
         if not 0 <= cond_dropout < 1:
             raise ValueError("--cond-dropout must be in [0, 1)")
         out = out or Path(f"{motion}.safetensors")
@@ -177,7 +181,7 @@ def train_lora(
                                  p_std=p_std, cond_dropout=cond_dropout, motion_bucket=bucket, optimizer=optimizer,
                                  checkpointing=not no_grad_checkpointing, checkpoint_every=checkpoint_every,
                                  keep_checkpoints=keep_checkpoints, sample_every=sample_every,
-                                 save_dtype=save_dtype)
+                                 save_dtype=save_dtype, strength=strength)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
         fail(str(x))
