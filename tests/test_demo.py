@@ -93,10 +93,11 @@ def test_camera_labels_base_and_zoom_lora(checker):
     assert share(labels, ("pan", "tilt", "static")) >= 0.8 and share(labels, ("zoom",)) <= 0.2, labels
     checker.use_zoom_lora()
     zoom = [checker.clip(i, 0) for i in range(len(checker.images))]
-    # The issue asks for "zoom" labels on 90 % of seeds; the shipped LoRA (LoCon, 2000 steps, motion bucket 40) gets
-    # 80 % (16 of 20, all zoom-ins; docs/demo-model.md). On these 8 clips (2026-11-23): 7 zoom-in labels (all but
-    # the gradient image 2), none out, and 7.5x the base model's mean |zoom| (0.0717 against 0.0096). A LoRA that
-    # did nothing would make 1.0x and the base model's labels (no zoom).
+    # The issue asks for "zoom" labels on 90 % of seeds; the shipped LoRA (LoCon, 2000 steps, motion bucket 40,
+    # written at strength 1.5) gets 100 % (20 of 20, all zoom-ins; docs/demo-model.md). On these 8 clips
+    # (2026-11-23): 7 zoom-in labels (all but the gradient image 6 at seed 0, |zoom| 0.018), none out, and 9.0x the
+    # base model's mean |zoom| (0.0857 against 0.0096). A LoRA that did nothing would make 1.0x and the base
+    # model's labels (no zoom); the same adapter written at strength 1.0 makes 7.5x.
     labels = [c["camera"] for c in zoom]
-    assert share(labels, ("zoom-in",)) >= 5 / 8 and share(labels, ("zoom-out",)) == 0, labels
-    assert np.mean([abs(c["zoom"]) for c in zoom]) >= 4.0 * np.mean([abs(c["zoom"]) for c in base])
+    assert share(labels, ("zoom-in",)) >= 6 / 8 and share(labels, ("zoom-out",)) == 0, labels
+    assert np.mean([abs(c["zoom"]) for c in zoom]) >= 6.0 * np.mean([abs(c["zoom"]) for c in base])

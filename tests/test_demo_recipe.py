@@ -41,6 +41,8 @@ def test_the_files_load_as_the_demo_architecture(built):
     assert all(p.dtype == torch.float32 for p in model.unet.parameters())
     lora = read_lora(out / "demo-zoom.safetensors", model.architecture, "demo")
     assert lora.rank == SMOKE.lora_rank and lora.meta["motion"] == "zoom"
+    # written at the recipe's strength: a plain --lora demo-zoom applies it at 1.5× what it was trained at
+    assert lora.alpha == SMOKE.lora_strength * SMOKE.lora_rank == 24.0
     # LoCon (SMOKE.lora_targets): attention, feed-forward and convolution pairs, spatial and temporal, in fp16
     assert any(".time_stack.0.attn1" in k for k in lora.pairs) and any(".transformer_blocks.0.ff" in k
                                                                          for k in lora.pairs)
