@@ -101,7 +101,7 @@ class Recipe:
     lora_p_std: float = 1.0
     lora_motion_bucket: int = 40
     # Written at 1.5× its trained strength (the file's alpha 24 for rank 16), the strength `--lora demo-zoom` applies:
-    # at 1.0 it zooms the flat gradients at a third to two thirds of the label's threshold; at 1.5 every seed zooms
+    # at 1.0 it zooms the flat gradients at a quarter to three fifths of the label's threshold; at 1.5 every seed zooms
     # in, on 20 fresh seeds too (docs/demo-model.md, the LoRA table).
     lora_strength: float = 1.5
     lora_save_dtype: str = "fp16"  # 3.6 MB instead of 7.3: the two files stay within the 25 MB budget
