@@ -133,19 +133,22 @@ def autoencoder_start(r: Recipe) -> VAE:
     return vae
 
 
+def autoencoder_settings(r: Recipe) -> VAETrainSettings:
+    return VAETrainSettings(steps=r.vae_steps, batch=r.vae_batch, frames=r.vae_frames, lr=r.vae_lr, warmup=20,
+                            seed=r.seed)
+
+
+def autoencoder_clips(r: Recipe, step: int) -> torch.Tensor:
+    """Stage 1's batch for `step`: (vae_batch, vae_frames, 3, *vae_crop) crops of procedural clips in [-1, 1]."""
+    return procedural_clips([seed_of(r.seed, "vae", step, j) for j in range(r.vae_batch)], r.vae_frames,
+                            (r.height, r.width), r.fps, crop=r.vae_crop, cameras=BASE_CAMERAS)
+
+
 def train_autoencoder(r: Recipe, vae: VAE, progress=None) -> dict:
     """Stage 1, in place: train on procedural clips, then calibrate the latent scale. progress("train", step,
     steps) is called after every training step (scripts/autoencoder_curve.py measures the autoencoder there)."""
-    size = (r.height, r.width)
-    vs = VAETrainSettings(steps=r.vae_steps, batch=r.vae_batch, frames=r.vae_frames, lr=r.vae_lr, warmup=20,
-                          seed=r.seed)
-
-    def vae_clips(step: int) -> torch.Tensor:
-        return procedural_clips([seed_of(r.seed, "vae", step, j) for j in range(r.vae_batch)], r.vae_frames, size,
-                                r.fps, crop=r.vae_crop, cameras=BASE_CAMERAS)
-
-    summary = train_vae(vae, vae_clips, vs, progress)
-    calib = procedural_clips([seed_of(r.seed, "calibrate", i) for i in range(48)], 1, size, r.fps)[:, 0]
+    summary = train_vae(vae, lambda step: autoencoder_clips(r, step), autoencoder_settings(r), progress)
+    calib = procedural_clips([seed_of(r.seed, "calibrate", i) for i in range(48)], 1, (r.height, r.width), r.fps)[:, 0]
     k = calibrate_latent_scale(vae, calib)
     return {"loss": summary.get("loss"), "train_psnr": summary.get("psnr"), "latent_scale": k}
 
