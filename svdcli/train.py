@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from . import __version__
+from .interrupts import held
 from .loader import LoadedModel
 from .lora import META_KEY, LoraPair, lora_targets
 from .pipeline import SamplingSettings, conditioning_vector
@@ -243,7 +244,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.tensorboard = None
         self.completed = 0  # optimizer steps done; set together with the weights they produced
-        self.updating = False  # inside the weight update: an interrupt now must not save a checkpoint
+        self.updating = False  # inside the weight update: an error now leaves no step's weights to checkpoint
         # What a checkpoint must agree on to be resumed: the settings that shape the result, the data and base
         # weights it was trained on (from lora_meta), the compute dtype and the global batch.
         self.identity = json.loads(json.dumps({
@@ -320,26 +321,30 @@ class Trainer:
             what = "loss" if not math.isfinite(value) else "gradient norm"
             raise TrainingError(f"the {what} became {bad} at step {step + 1}; training stopped, nothing of this "
                                 f"step was kept (last good checkpoint: {self.last_checkpoint or 'none yet'})")
-        self.updating = True
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema:
-            with torch.no_grad():
-                # warmed-up decay: with a fixed 0.999 the average would still hold 0.999^3000 = 5 % of the random
-                # initial weights after 3000 steps of training from scratch
-                decay = min(self.s.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
-        self.completed = step + 1
-        self.updating = False
+        # An interrupt waits for the update to end (it would leave the weights of no step to checkpoint: the
+        # optimizer's step taken, the average's not) and then stops training with this step done.
+        with held():
+            self.updating = True
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema:
+                with torch.no_grad():
+                    # warmed-up decay: with a fixed 0.999 the average would still hold 0.999^3000 = 5 % of the
+                    # random initial weights after 3000 steps of training from scratch
+                    decay = min(self.s.ema, (1 + step) / (10 + step))
+                    torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
+            self.completed = step + 1
+            self.updating = False
         return value
 
     def run(self, resume: bool = False) -> int:
-        """Train up to s.steps; returns the number of steps done. Interrupted (Ctrl-C), it first saves a checkpoint
-        of the last completed step."""
+        """Train up to s.steps; returns the number of steps done. Interrupted (Ctrl-C, SIGTERM) or stopped by an error
+        other than a TrainingError, it first saves a checkpoint of the last completed step: under torchrun a worker
+        whose peer stopped first sees a broken collective before its own interrupt, and must save all the same."""
         start = self.completed = self.resume() if resume else 0
         if self.dist.main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -361,7 +366,9 @@ class Trainer:
                     with self.averaged_weights():
                         self.sampler(done)
                 self.dist.barrier()
-        except KeyboardInterrupt:
+        except TrainingError:
+            raise  # it names the last good checkpoint: nothing of the failed step was kept
+        except BaseException:
             done = self.completed
             if not self.updating and done > start and (self.last_checkpoint is None or
                                                        self.last_checkpoint.name != self._name(done)):

@@ -1,6 +1,7 @@
 """svd train-lora on a tiny model and synthetic clips: the objective, data order, resume, DDP, the output file."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -210,6 +211,37 @@ def test_train_resume_and_the_output_file(workspace, tmp_path):
     sv3d = tiny_model("sv3d_u")
     with pytest.raises(LoraError, match="made for svd, not sv3d_u"):
         apply_loras(sv3d.unet, sv3d.architecture, [str(workspace / "full.safetensors")])
+
+
+def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(workspace, monkeypatch):
+    """Ctrl-C landing inside the update (the optimizer's step taken, the rest not) must neither leave weights of no
+    step nor lose the step: it takes effect when the update ends, the checkpoint holds that step, and resuming from
+    it ends where an uninterrupted run does."""
+    from svdcli import train
+
+    real = train.make_optimizer
+
+    def interrupting(params, s, device):
+        optimizer, kind = real(params, s, device)
+        step, calls = optimizer.step, []
+
+        def step_with_an_interrupt(*args, **kw):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(*args, **kw)
+        optimizer.step = step_with_an_interrupt
+        return optimizer, kind
+    with monkeypatch.context() as m:
+        m.setattr(train, "make_optimizer", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            run(job(workspace, "held", checkpoint_every=100))
+    assert sorted(p.name for p in (workspace / "held-train" / "checkpoints").iterdir()) == ["step-000003.safetensors"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    run(replace(job(workspace, "held", checkpoint_every=100), resume=True))
+    run(job(workspace, "unheld", checkpoint_every=100))
+    a, b = read_pairs(workspace / "held.safetensors"), read_pairs(workspace / "unheld.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw8bit"])
