@@ -232,12 +232,17 @@ def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(
             return step(*args, **kw)
         optimizer.step = step_with_an_interrupt
         return optimizer, kind
-    with monkeypatch.context() as m:
-        m.setattr(train, "make_optimizer", interrupting)
-        with pytest.raises(KeyboardInterrupt):
-            run(job(workspace, "held", checkpoint_every=100))
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job ignores SIGINT)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(train, "make_optimizer", interrupting)
+            with pytest.raises(KeyboardInterrupt):
+                run(job(workspace, "held", checkpoint_every=100))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert sorted(p.name for p in (workspace / "held-train" / "checkpoints").iterdir()) == ["step-000003.safetensors"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     run(replace(job(workspace, "held", checkpoint_every=100), resume=True))
     run(job(workspace, "unheld", checkpoint_every=100))
     a, b = read_pairs(workspace / "held.safetensors"), read_pairs(workspace / "unheld.safetensors")
