@@ -57,3 +57,63 @@ def test_sigterm_before_the_command_starts_is_one_line_and_exit_130(tmp_path):
             "entry.main()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 130 and proc.stderr == "svd: error: interrupted\n", (proc.returncode, proc.stderr)
+
+
+LOST_IN_A_CALLBACK = """
+import os, signal, weakref
+from svdcli.interrupts import interrupt_on_sigterm, interrupted
+interrupt_on_sigterm()
+
+class Thing:
+    pass
+
+def callback(ref):  # Python drops what is raised here ("Exception ignored in ...")
+    os.kill(os.getpid(), signal.{sig})
+    sum(range(1000))  # the handler runs within these bytecodes, in the callback
+
+thing = Thing()
+ref = weakref.ref(thing, callback)
+try:
+    del thing
+    total = sum(i for i in range(10 ** 7))
+    print("went on", interrupted())
+except KeyboardInterrupt as e:
+    print(type(e).__name__, interrupted())
+"""
+
+
+@pytest.mark.parametrize("sig, raised", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])
+def test_an_interrupt_raised_where_python_drops_exceptions_is_delivered_again(sig, raised):
+    r = subprocess.run([sys.executable, "-c", LOST_IN_A_CALLBACK.format(sig=sig)], capture_output=True, text=True,
+                       timeout=120, start_new_session=True)
+    assert r.stdout.split() == [raised, "True"], r.stdout + r.stderr
+    assert r.stderr == ""  # no "Exception ignored" line
+
+
+def test_an_error_after_an_interrupt_is_reported_as_the_interrupt(tmp_path):
+    """Under torchrun a worker can see a peer's broken collective before its own SIGTERM is raised: the command
+    then ends as interrupted, in one line and with 130, not with the collective's traceback."""
+    script = tmp_path / "run.py"
+    script.write_text("""
+import os, signal, sys
+from svdcli.interrupts import interrupt_on_sigterm
+interrupt_on_sigterm()
+from svdcli.cli import command, app
+import svdcli.interrupts as interrupts
+
+@command("nothing to resume", name="fake")
+def fake():
+    interrupts._received.append(signal.SIGTERM)  # as if the handler had run where its exception was lost
+    raise RuntimeError("Connection closed by peer")
+
+@command("unused", name="other")
+def other():
+    raise RuntimeError("a plain error")
+
+app(prog_name="svd", args=sys.argv[1:])
+""")
+    r = subprocess.run([sys.executable, str(script), "fake"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr.strip().splitlines() == ["svd: error: interrupted; nothing to resume"], \
+        r.stderr
+    r = subprocess.run([sys.executable, str(script), "other"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "RuntimeError: a plain error" in r.stderr  # without an interrupt: an error as ever

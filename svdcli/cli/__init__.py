@@ -6,7 +6,7 @@ import os
 import typer
 from rich.console import Console
 
-from .. import __version__
+from .. import __version__, interrupts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run Stable Video Diffusion (SVD, SVD-XT, SV3D) on your own machine.")
@@ -29,8 +29,8 @@ def note(message: str, quiet: bool = False) -> None:
 
 def command(interrupted: str, **options):
     """app.command(**options), with the command's whole body covered: an interrupt anywhere in it (Ctrl-C, or
-    SIGTERM, which __main__ turns into one) is the one-line `interrupted; <what the user has now>` and exit 130,
-    never a traceback. Files are safe by then: outputs are written atomically and removed when unfinished."""
+    SIGTERM, which __main__ turns into one), or an error that follows one, is the one-line `interrupted; <what the
+    user has now>` and exit 130, never a traceback. Files are safe by then: outputs are written atomically and removed when unfinished."""
     def register(body):
         @functools.wraps(body)
         def run(*args, **kwargs):
@@ -38,6 +38,12 @@ def command(interrupted: str, **options):
                 return body(*args, **kwargs)
             except KeyboardInterrupt:
                 fail(f"interrupted; {interrupted}", 130)
+            except typer.Exit:
+                raise
+            except Exception:
+                if interrupts.interrupted():  # an error the interrupt caused (a torchrun peer gone): the interrupt
+                    fail(f"interrupted; {interrupted}", 130)
+                raise
         return app.command(**options)(run)
     return register
 
