@@ -372,7 +372,8 @@ class Trainer:
             done = self.completed
             if not self.updating and done > start and (self.last_checkpoint is None or
                                                        self.last_checkpoint.name != self._name(done)):
-                self.save_checkpoint(done)
+                with held():  # another interrupt (a second Ctrl-C, a redelivered SIGTERM) waits for the file
+                    self.save_checkpoint(done)
             raise
         finally:
             if self.tensorboard:
