@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdcli.demo_checks import DemoChecker, autoencoder_psnr  # noqa: E402
+from svdcli.demo_checks import DemoChecker, autoencoder_psnr, held_out_images  # noqa: E402
 from svdcli.demo_recipe import Recipe, autoencoder_clips, autoencoder_settings, autoencoder_start  # noqa: E402
+from svdcli.images import to_tensor  # noqa: E402
 from svdcli.models.vae import VAE  # noqa: E402
 from svdcli.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
 from svdcli.train import seed_of  # noqa: E402
@@ -53,20 +54,13 @@ def frame_scale_clip(seed: int, r: Recipe) -> torch.Tensor:
     return torch.from_numpy(clip[:, y:y + ch, x:x + cw]).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def bounds(pictures: list[torch.Tensor], r: Recipe) -> None:
+def bounds(pictures: list[torch.Tensor], vae: VAE, r: Recipe) -> None:
     for sigma in (0.5, 1.0, 1.5, 2.0, 3.0):
         blurred = [torch.from_numpy(cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (0, 0), sigma,
                                                      borderType=cv2.BORDER_REFLECT)).permute(2, 0, 1)[None]
                    for x in pictures]
         print(f"gaussian blur sigma {sigma:3.1f} px      " + row([psnr(b, x) for b, x in zip(blurred, pictures)]))
-    rng = np.random.default_rng(123456789)  # the held-out images' stream, drawn the recipe's way
-    h, w = r.height, r.width
-    recipe_scale = []
-    for i in range(7):
-        kind = SCENES[i % len(SCENES)]
-        frame = render(scene(rng, 2 * h, 2 * w, kind), Motion("static", 0.0, 0, kind), 1, r.fps, (h, w), rng)[0]
-        recipe_scale.append(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1)
-    vae = DemoChecker(None, 1, Path(tempfile.mkdtemp())).model.vae.float()
+    recipe_scale = [to_tensor(im) for im in held_out_images(len(pictures), r.width, r.height, scale=2)[1:]]
     print("shipped autoencoder, held-out scenes   " + row(autoencoder_psnr(vae, pictures)))
     print("shipped autoencoder, scenes at 2x size " + row(autoencoder_psnr(vae, recipe_scale))
           + "  (no photo: noise, gradient, shapes, layered, noise, gradient, shapes)")
@@ -85,10 +79,11 @@ def main():
     ap.add_argument("--bounds", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:  # the checker writes the held-out images there
-        pictures = DemoChecker(None, a.images, Path(tmp)).pictures()
+        checker = DemoChecker(None, a.images, Path(tmp))
+        pictures = checker.pictures()
     r = replace(Recipe(), vae_steps=a.steps, vae_lr=a.lr, vae_batch=a.batch)
     if a.bounds:
-        return bounds(pictures, r)
+        return bounds(pictures, checker.model.vae.float(), r)
     t0 = time.perf_counter()
 
     def report(step: int, vae: VAE) -> None:

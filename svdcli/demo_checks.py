@@ -57,13 +57,16 @@ def natural_photo(w: int = 640, h: int = 480, seed: int = 7) -> Image.Image:
     return Image.fromarray(cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1])
 
 
-def held_out_images(n: int, w: int, h: int) -> list[Image.Image]:
-    """The photo, then procedural scenes of every kind from a seed stream the recipe never uses."""
+def held_out_images(n: int, w: int, h: int, scale: int = 1) -> list[Image.Image]:
+    """The photo, then procedural scenes of every kind from a seed stream the recipe never uses. scale 2 draws each
+    scene at twice (h, w) and keeps its centre, as the recipe's camera sees its training scenes (a measurement of
+    scale, scripts/autoencoder_curve.py --bounds; the checks use 1)."""
     rng = np.random.default_rng(123456789)  # not a seed_of() stream
     out = [natural_photo()]
     for i in range(n - 1):
-        a = scene(rng, h, w, SCENES[i % len(SCENES)])
-        out.append(Image.fromarray((a * 255 + 0.5).astype(np.uint8)))
+        a = scene(rng, scale * h, scale * w, SCENES[i % len(SCENES)])
+        y, x = (scale - 1) * h // 2, (scale - 1) * w // 2
+        out.append(Image.fromarray((a[y:y + h, x:x + w] * 255 + 0.5).astype(np.uint8)))
     return out
 
 

@@ -30,7 +30,8 @@ def note(message: str, quiet: bool = False) -> None:
 def command(interrupted: str, **options):
     """app.command(**options), with the command's whole body covered: an interrupt anywhere in it (Ctrl-C, or
     SIGTERM, which __main__ turns into one), or an error that follows one, is the one-line `interrupted; <what the
-    user has now>` and exit 130, never a traceback. Files are safe by then: outputs are written atomically and removed when unfinished."""
+    user has now>` and exit 130, never a traceback. Files are safe by then: outputs are written atomically and
+    removed when unfinished."""
     def register(body):
         @functools.wraps(body)
         def run(*args, **kwargs):
