@@ -249,6 +249,18 @@ def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_error_between_steps_saves_the_last_finished_step(workspace):
+    """Any stop but a TrainingError keeps the steps done: under torchrun a worker can meet its peer's broken
+    collective (a RuntimeError) before its own interrupt, and must still leave a checkpoint to --resume from."""
+    def broken_collective(step, total, loss, lr):
+        if step == 3:
+            raise RuntimeError("Connection closed by peer")
+    with pytest.raises(RuntimeError, match="closed by peer"):
+        run(job(workspace, "broken", checkpoint_every=100), on_step=broken_collective)
+    assert sorted(p.name for p in (workspace / "broken-train" / "checkpoints").iterdir()) == \
+        ["step-000003.safetensors"]
+
+
 @pytest.mark.parametrize("optimizer", ["adamw8bit"])
 def test_resume_restores_the_8bit_optimizer(workspace, optimizer):
     pytest.importorskip("bitsandbytes")
