@@ -50,17 +50,14 @@ class Job:
 
 
 def init_distributed(device: str) -> tuple[Dist, torch.device]:
-    """Join the torchrun group if there is one (NCCL on GPUs, gloo on the CPU); each process takes its local GPU."""
+    """Join the torchrun group if there is one (NCCL on GPUs, gloo on the CPU); each process takes its local GPU
+    (resolve_device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = resolve_device(device)
     if world == 1:
         return Dist(), dev
     import torch.distributed as dist
 
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
     if not dist.is_initialized():
         # The other ranks wait at a barrier while rank 0 curates and encodes the clips, which can take hours on a
         # large folder: the default 10-minute collective timeout would abort them.

@@ -50,8 +50,6 @@ def batch(
     quiet: bool = c.QUIET, lora: list[str] = c.LORA,
 ):
     """Generate a video for every image of a folder or job file, loading the model once."""
-    import torch
-
     from ..batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
     from ..generation import OptionsError, resolve_options
     from ..outputs import watermark_available
@@ -66,8 +64,6 @@ def batch(
         watermark = not no_watermark and watermark_available()
         resolve_options(p, **flags, watermark=watermark)  # the batch-wide settings must be valid
         index, count = _shard(shard)
-        if os.environ.get("LOCAL_RANK") and device == "auto" and torch.cuda.is_available():
-            device = f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per rank (CPU-only runs stay on CPU)
         e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
         items = [it for it in read_items(source, recursive, tuple(glob) if glob else IMAGE_GLOBS)
                  if in_shard(it.key, index, count)]

@@ -1,0 +1,84 @@
+"""What a first GPU run would meet, checked on the CPU: device and dtype choices with mocked CUDA capabilities,
+tensors that `.to()` must move (the meta device stands in for the GPU), the CUDA grid limit of fused attention,
+pinned-memory accounting, and decoding that runs out of memory (simulated)."""
+
+import pytest
+import torch
+
+from svdcli import runtime
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A machine with four CUDA devices of the given capabilities (index -> (major, minor))."""
+    state = {"current": None, "capability": {0: (7, 5), 1: (9, 0), 2: (8, 6), 3: (6, 1)}}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: state.update(current=torch.device(d)))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what emulation claims
+
+    def capability(device=None):
+        index = torch.device(device).index if device is not None else None
+        return state["capability"][index if index is not None else (state["current"] or torch.device("cuda", 0)).index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    return state
+
+
+def test_the_compute_dtype_follows_the_chosen_devices_capability(fake_cuda):
+    # bf16 from compute capability 8.0; the T4 (7.5) and the P100 class (6.x) get fp16 whatever
+    # is_bf16_supported() says, and each device is judged on its own, not on the current one.
+    expected = {0: torch.float16, 1: torch.bfloat16, 2: torch.bfloat16, 3: torch.float16}
+    for index, dtype in expected.items():
+        fake_cuda["current"] = torch.device("cuda", 1)  # a bf16 device is current
+        assert runtime.resolve_dtype("auto", torch.device("cuda", index)) == dtype
+    assert runtime.resolve_dtype("fp32", torch.device("cuda", 0)) == torch.float32  # an explicit choice stands
+
+
+@pytest.mark.parametrize("asked", ["auto", "cuda"])
+def test_each_torchrun_rank_takes_its_own_gpu(fake_cuda, monkeypatch, asked):
+    monkeypatch.setenv("RANK", "6")  # the global rank of a second node's third process
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    device = runtime.resolve_device(asked)
+    assert device == torch.device("cuda", 2)
+    assert fake_cuda["current"] == torch.device("cuda", 2)  # and made current, so streams and caches land there
+
+
+def test_an_explicit_gpu_index_is_kept_and_checked(fake_cuda, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="4 CUDA device"):
+        runtime.resolve_device("cuda:7")
+
+
+def test_batch_under_torchrun_maps_ranks_to_gpus(fake_cuda, monkeypatch):
+    """svd batch's engine settings put rank r on cuda:LOCAL_RANK for --device cuda too (it did for auto only)."""
+    from svdcli.cli.common import engine_settings
+
+    monkeypatch.setattr(runtime, "free_memory", lambda device: 80 * 1024**3)
+    for local in range(4):
+        monkeypatch.setenv("LOCAL_RANK", str(local))
+        settings = engine_settings("cuda", "auto", "none", None, "auto", 4, quiet=True)
+        assert settings["device"] == torch.device("cuda", local)
+        assert settings["dtype"] == (torch.bfloat16 if fake_cuda["capability"][local] >= (8, 0) else torch.float16)
+
+
+def test_free_memory_honours_the_per_process_fraction(monkeypatch):
+    gib = 1024**3
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 1.0)
+    cuda = torch.device("cuda", 0)
+    assert runtime.free_memory(cuda) == 72 * gib  # free on the card + the allocator's cached blocks
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 0.1)
+    assert runtime.free_memory(cuda) == 8 * gib - 1 * gib  # an emulated 8 GB card, 1 GB of it in use
+
+
+def test_out_of_memory_errors_are_recognised():
+    assert runtime.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert runtime.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert not runtime.is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not runtime.is_out_of_memory(ValueError("out of memory"))
