@@ -82,3 +82,30 @@ def test_out_of_memory_errors_are_recognised():
     assert runtime.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
     assert not runtime.is_out_of_memory(RuntimeError("shape mismatch"))
     assert not runtime.is_out_of_memory(ValueError("out of memory"))
+
+
+def test_temporal_attention_never_launches_more_sequences_than_the_cuda_grid_holds(monkeypatch):
+    """2 videos × 33,000 pixel sequences of 2 frames: 66,000 sequences, more than a grid axis's 65,535, with no
+    slicing asked for (plenty of free memory). Same results as one call."""
+    from svdcli.models import layers
+    from svdcli.models.init import random_init
+    from svdcli.models.unet import VideoTransformerBlock
+
+    block = random_init(VideoTransformerBlock(16, 1, 8)).eval()
+    x = torch.randn(2 * 2, 33_000, 16)
+    context = torch.randn(2, 1, 8)
+    sizes = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(q, k, v, *args, **kwargs):
+        sizes.append(q.shape[0])
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    with torch.no_grad():
+        out = block(x, context, num_frames=2, max_tokens=None)
+        assert sizes and max(sizes) <= 65_535 and sum(sizes) == 2 * 66_000  # self- and cross-attention
+        monkeypatch.setattr(layers, "MAX_ATTENTION_BATCH", 10**9)
+        whole = block(x, context, num_frames=2, max_tokens=None)
+    assert sizes[-2:] == [66_000, 66_000]
+    torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)

@@ -56,13 +56,23 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     return emb
 
 
+# The fused attention kernels put the batch on an axis of the CUDA grid, which holds at most 65,535 blocks: SVD's
+# temporal attention, one sequence per pixel of both guidance halves (2·h·w), passes that from about 2048×1152, and a
+# larger batch fails to launch. Sequences beyond it go in further calls.
+MAX_ATTENTION_BATCH = 65535
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
     """Softmax attention over token sequences: q (B, Nq, H·D), k/v (B, Nk, H·D) -> (B, Nq, H·D), scale 1/√D.
 
     The single attention function of the project; scaled_dot_product_attention picks the flash or
-    memory-efficient kernel where the device has one."""
+    memory-efficient kernel where the device has one, at most MAX_ATTENTION_BATCH sequences a call."""
     q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=heads) for x in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
+    if q.shape[0] <= MAX_ATTENTION_BATCH:
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        out = torch.cat([F.scaled_dot_product_attention(*parts) for parts in
+                         zip(q.split(MAX_ATTENTION_BATCH), k.split(MAX_ATTENTION_BATCH), v.split(MAX_ATTENTION_BATCH))])
     return rearrange(out, "b h n d -> b n (h d)")
 
 
