@@ -1,23 +1,32 @@
 """One generation job, from a preset and overrides to the frames and the metadata that goes with them.
-Shared by `svd generate` and (later) `svd batch`, which load the model once and call `render` per item."""
+Shared by `svd generate`, `svd batch` and `svd multiview`, which load the model once (Engine) and make one output
+per call, and by `svd decode`, which finishes a clip from its saved latents.
+
+The sampled latents are the expensive part of a clip. They are written to NAME.latents.safetensors beside the
+output when decoding fails for memory (the command then names the `svd decode` that finishes the job), or always
+when asked (save_latents), so a clip can be decoded again with other settings or on another device."""
 
 import dataclasses
 import datetime
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from . import __version__
-from .decoding import auto_chunk
+from .decoding import DecodeOutOfMemory, decode_latents
 from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
 from .interpolate import MAX_RATIO, interpolate
-from .outputs import FORMATS, apply_watermark, can_watermark, ping_pong, write_video
-from .pipeline import GenerateResult, SamplingSettings, VideoPipeline
+from .outputs import FORMATS, apply_watermark, atomic_path, can_watermark, ping_pong, write_video
+from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 from .presets import Preset
-from .runtime import free_memory
+from .safetensors_io import CheckpointError, SafetensorsFile
 
+LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
 class OptionsError(ValueError):
     """Settings that cannot work; one line for the user."""
@@ -37,7 +46,7 @@ class Options:
     width: int | None  # None: --size auto
     height: int | None
     resize: str
-    decode_chunk: int  # 0: auto
+    decode_chunk: int  # 0: auto (the most frames that fit in free memory)
     format: str
     loop: bool
     watermark: bool
@@ -70,15 +79,8 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                     watermark=True, quality=8.0, interpolate=None) -> tuple[Options, list[str]]:
     """Flags override preset values. Returns the options and warnings (settings outside the trained range)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
-    if decode_chunk == "auto":
-        decode_chunk = 0
-    elif isinstance(decode_chunk, str):
-        try:
-            decode_chunk = int(decode_chunk)
-        except ValueError:
-            raise OptionsError(f"--decode-chunk {decode_chunk}: a number of frames, or auto") from None
-        if decode_chunk < 1:
-            raise OptionsError(f"--decode-chunk {decode_chunk}: must be at least 1, or auto")
+    if isinstance(decode_chunk, str):
+        decode_chunk = parse_decode_chunk(decode_chunk)
     w, h = (preset.width, preset.height) if size is None else (parse_size(size) or (None, None))
     o = Options(frames=pick(frames, preset.frames), steps=pick(steps, preset.steps), fps=pick(fps, preset.fps),
                 fps_id=pick(fps_id, pick(fps, preset.fps) - 1), motion_bucket=pick(motion, preset.motion_bucket),
@@ -86,6 +88,33 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
                 watermark=watermark, quality=quality, interpolate=pick(interpolate, 1))
+    validate(o)
+    warnings = []
+    if o.motion_bucket > 255:
+        warnings.append(f"motion bucket {o.motion_bucket} is above the trained range 0-255")
+    if not 5 <= o.fps_id <= 30:
+        warnings.append(f"fps conditioning {o.fps_id} (fps - 1) is outside the trained range 5-30")
+    if w is not None and (w, h) != (preset.width, preset.height):
+        warnings.append(f"{w}x{h} is not the trained size {preset.width}x{preset.height}; "
+                        "results may degrade (consider raising --noise-aug)")
+    return o, warnings
+
+
+def parse_decode_chunk(text: str) -> int:
+    """--decode-chunk: a number of frames, or auto (0)."""
+    if text == "auto":
+        return 0
+    try:
+        chunk = int(text)
+    except ValueError:
+        raise OptionsError(f"--decode-chunk {text}: a number of frames, or auto") from None
+    if chunk < 1:
+        raise OptionsError(f"--decode-chunk {text}: must be at least 1, or auto")
+    return chunk
+
+
+def validate(o: Options) -> None:
+    """Settings that cannot work raise OptionsError (one line)."""
     for name, value in (("--frames", o.frames), ("--steps", o.steps), ("--fps", o.fps)):
         if value < 1:
             raise OptionsError(f"{name} {value}: must be at least 1")
@@ -101,15 +130,6 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
         raise OptionsError(f"--interpolate {o.interpolate}: 1 (off) or a whole number up to {MAX_RATIO}")
     if o.cfg_min <= 0 or o.cfg_max <= 0:
         raise OptionsError("--cfg-min and --cfg-max must be positive")
-    warnings = []
-    if o.motion_bucket > 255:
-        warnings.append(f"motion bucket {o.motion_bucket} is above the trained range 0-255")
-    if not 5 <= o.fps_id <= 30:
-        warnings.append(f"fps conditioning {o.fps_id} (fps - 1) is outside the trained range 5-30")
-    if w is not None and (w, h) != (preset.width, preset.height):
-        warnings.append(f"{w}x{h} is not the trained size {preset.width}x{preset.height}; "
-                        "results may degrade (consider raising --noise-aug)")
-    return o, warnings
 
 
 def prepare_image(path: str | Path, o: Options, preset: Preset) -> Image.Image:
@@ -123,15 +143,20 @@ def to_uint8(frames) -> np.ndarray:
     return (frames.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
-def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progress=None) -> tuple[np.ndarray,
-                                                                                                  GenerateResult]:
-    result = pipe.generate(to_tensor(image), o.sampling(), seed, progress)
-    frames = to_uint8(result.frames)
+def finish_frames(frames, o: Options, progress=None) -> np.ndarray:
+    """Decoded frames (T, 3, H, W) in [0, 1] -> what is written: uint8, interpolated, watermarked, looped."""
+    frames = to_uint8(frames)
     if o.interpolate > 1:  # before the watermark, so that the new frames carry it too
         frames = interpolate(frames, o.fps, factor=o.interpolate, progress=progress).frames
     if o.watermark:
         frames = apply_watermark(frames)
-    return (ping_pong(frames) if o.loop else frames), result
+    return ping_pong(frames) if o.loop else frames
+
+
+def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progress=None) -> tuple[np.ndarray,
+                                                                                                  GenerateResult]:
+    result = pipe.generate(to_tensor(image), o.sampling(), seed, progress)
+    return finish_frames(result.frames, o, progress), result
 
 
 def metadata(o: Options, preset: Preset, seed: int, image_path: str, size: tuple[int, int], weights: Path,
@@ -141,6 +166,57 @@ def metadata(o: Options, preset: Preset, seed: int, image_path: str, size: tuple
             "input": str(image_path), "seed": seed, "preset": preset.name, "architecture": architecture,
             "weights": str(weights), "weights_sha256": weights_sha256, "width": size[0], "height": size[1],
             **engine, "settings": dataclasses.asdict(o)}
+
+
+class LatentsKept(RuntimeError):
+    """Decoding failed after sampling; the latents were written for `svd decode`. One line for the user."""
+
+    def __init__(self, reason: str, path: Path):
+        self.path = path
+        super().__init__(f"{reason}; the sampled latents are in {path}: finish with `svd decode {path} --device cpu`")
+
+
+class LatentsError(ValueError):
+    """A file that is not a latents file of svd; one line for the user."""
+
+
+def latents_path(target: Path) -> Path:
+    """NAME.latents.safetensors beside an output NAME.mp4 (NAME.gif, NAME.webp) or folder NAME."""
+    name = target.stem if target.suffix.lower() in tuple(f".{f}" for f in FORMATS) else target.name
+    return target.with_name(name + ".latents.safetensors")
+
+
+def write_latents(path: Path, latents: torch.Tensor, picture: Image.Image, meta: dict) -> None:
+    """The sampled latents (T, 4, h, w), the fitted input picture (SV3D's last view is the input itself) and the
+    run's metadata, written atomically."""
+    tensors = {"latents": latents.detach().float().cpu().contiguous(),
+               "picture": torch.from_numpy(np.array(picture.convert("RGB")))}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={LATENTS_KEY: json.dumps(meta)})
+
+
+def read_latents(path: str | Path) -> tuple[torch.Tensor, Image.Image, dict]:
+    """(latents, picture, the run's metadata) of a file write_latents wrote; LatentsError for anything else."""
+    try:
+        f = SafetensorsFile(path)
+        meta = json.loads(f.metadata[LATENTS_KEY])
+        latents, picture = f.read("latents").float(), Image.fromarray(f.read("picture").numpy())
+    except (CheckpointError, KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+        reason = str(e) if isinstance(e, CheckpointError) else f"{path}: not a latents file of svd"
+        raise LatentsError(reason) from None
+    if latents.dim() != 4 or not isinstance(meta.get("settings"), dict):
+        raise LatentsError(f"{path}: not a latents file of svd")
+    return latents, picture, meta
+
+
+def options_of(meta: dict) -> Options:
+    """The Options a run recorded in its metadata."""
+    known = {f.name for f in dataclasses.fields(Options)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in known}
+    try:
+        return Options(**values)
+    except TypeError:
+        raise LatentsError("the file's settings are not those of this svd version") from None
 
 
 @dataclass
@@ -153,13 +229,13 @@ class Engine:
     info: dict  # how it runs, recorded in every output's metadata (device, dtype, weights_dtype, offload, ...)
 
     def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None,
-             picture: Image.Image | None = None) -> dict:
+             picture: Image.Image | None = None, save_latents: bool = False) -> dict:
         """Fit the image (unless the caller already did: picture), generate, write target (and its sidecar)
-        atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults."""
+        atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults, LatentsKept when
+        decoding failed (the latents then wait beside target). save_latents: write them there in any case."""
         picture = picture if picture is not None else prepare_image(image_path, o, self.preset)
-        frames, o = self.run(picture, o, seed, progress)
-        meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
-                        self.pipe.model.architecture.name, **self.info)
+        frames, meta = self.run(picture, o, seed, progress, image_path, latents_path(target), save_latents)
+        o = options_of(meta)
         meta["frames_written"], meta["fps_written"] = len(frames), o.fps * o.interpolate
         if progress:
             progress("write", 0, 1)
@@ -168,15 +244,56 @@ class Engine:
             progress("write", 1, 1)
         return meta
 
-    def run(self, picture: Image.Image, o: Options, seed: int, progress=None) -> tuple[np.ndarray, Options]:
-        """Frames (T, H, W, 3) uint8 for a fitted picture, and the options as they ran."""
+    def run(self, picture: Image.Image, o: Options, seed: int, progress=None, image_path: str | Path = "",
+            keep_latents: Path | None = None, save_latents: bool = False) -> tuple[np.ndarray, dict]:
+        """Frames (T, H, W, 3) uint8 for a fitted picture, and the run's metadata (its settings as they ran).
+
+        keep_latents: where the sampled latents are written if decoding runs out of memory in every plan (then
+        LatentsKept is raised), and always with save_latents. Without it such a failure raises DecodeOutOfMemory."""
         if o.watermark and not can_watermark(*picture.size):
             o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
         # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
         w, h = picture.size
-        if o.decode_chunk == 0:  # auto: the most frames whose decoder activations fit in free memory
-            o = dataclasses.replace(o, decode_chunk=auto_chunk(o.frames, h, w, free_memory(self.pipe.device)))
+        down = self.pipe.downscale
         beyond = w > self.preset.width or h > self.preset.height
-        self.pipe.decode_tile = (self.preset.height // 8, self.preset.width // 8) if beyond else None
-        frames, _ = render(self.pipe, picture, o, seed, progress)
-        return frames, o
+        tile = (self.preset.height // down, self.preset.width // down) if beyond else None
+        meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
+                        self.pipe.model.architecture.name, **self.info, decode_tile=list(tile) if tile else None)
+        image = to_tensor(picture)
+        latents = self.pipe.sample(image, o.sampling(), seed, progress).cpu()
+        if save_latents:
+            write_latents(keep_latents, latents, picture, meta)
+        try:
+            decoded = self.pipe.decode(latents, o.decode_chunk, progress, tile)
+        except DecodeOutOfMemory as e:
+            if keep_latents is None:
+                raise
+            if not save_latents:
+                write_latents(keep_latents, latents, picture, meta)
+            raise LatentsKept(str(e), keep_latents) from None
+        frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, image), o, progress)
+        return frames, decoded_metadata(meta, o, decoded)
+
+
+def decoded_metadata(meta: dict, o: Options, decoded) -> dict:
+    """The run's metadata once decoded: the frames per window it came to, and any retries on the way."""
+    o = dataclasses.replace(o, decode_chunk=decoded.plan.chunk)
+    return {**meta, "settings": dataclasses.asdict(o),
+            "decode": {"chunk": decoded.plan.chunk, "tile": list(decoded.plan.tile) if decoded.plan.tile else None,
+                       "retries": decoded.retries}}
+
+
+def decode_saved(latents: torch.Tensor, picture: Image.Image, meta: dict, vae, device: torch.device,
+                 chunk: int | None = None, overlap: int | None = None, progress=None) -> tuple[np.ndarray, dict]:
+    """Frames and metadata from saved latents (read_latents) and the model's VAE, on any device: the same frames
+    as the run that sampled them would have written. chunk/overlap: the run's own unless given (0: auto)."""
+    o = options_of(meta)
+    chunk = o.decode_chunk if chunk is None else chunk
+    overlap = meta.get("decode_overlap", 0) if overlap is None else overlap
+    tile = tuple(meta["decode_tile"]) if meta.get("decode_tile") else None
+    vae.to(device=device, dtype=torch.float32)
+    decoded = decode_latents(vae, latents, device, chunk, overlap, tile, progress)
+    frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, to_tensor(picture)), o, progress)
+    meta = decoded_metadata({**meta, "decode_device": str(device), "decode_overlap": overlap}, o, decoded)
+    meta["frames_written"], meta["fps_written"] = len(frames), o.fps * o.interpolate
+    return frames, meta

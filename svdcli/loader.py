@@ -344,7 +344,7 @@ def _store(module: nn.Module, key: str, value: torch.Tensor, storage: torch.dtyp
 
 def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
          architecture: str | None = None, variant: str | None = None, weights_dtype: str | None = None,
-         progress: Progress | None = None) -> LoadedModel:
+         components: tuple[str, ...] | None = None, progress: Progress | None = None) -> LoadedModel:
     """Load a single-file checkpoint or a diffusers folder.
 
     dtype: the compute dtype, and the dtype of every tensor unless weights_dtype says otherwise.
@@ -354,6 +354,8 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
 
     architecture: if given ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p"), a file of another one is refused.
     variant: diffusers only; "fp16" or "fp32" picks those files (default: fp16 files for half-precision dtypes).
+    components: read only these ("unet", "vae", "image_encoder"; default all); the others stay on the meta device,
+    without memory (svd decode needs the VAE alone).
     Raises CheckpointError with a one-line message for any unusable input."""
     path = Path(source).expanduser()
     if not path.exists():
@@ -365,6 +367,8 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     else:
         layout = "single-file"
         arch, entries, files, skipped = _plan_single_file(path, architecture)
+    if components is not None:
+        entries = [e for e in entries if e.component in components]
     _check(entries, path)
     modules = _meta_modules(arch)
     device = torch.device(device)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .generation import Engine, Options, metadata
+from .generation import Engine, Options, latents_path
 from .images import ImageError, load_image
 from .outputs import atomic_path, png_info, write_video
 
@@ -301,9 +301,7 @@ def make(engine: Engine, image_path: str | Path, picture: Image.Image, o: Option
     """Generate the orbit from a prepared picture (prepare_object) and write the folder target; return the metadata."""
     if o.format not in VIDEO_FORMATS:
         raise OrbitError(f"--format {o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs anyway)")
-    frames, o = engine.run(picture, orbit.condition(o), seed, progress)
-    meta = metadata(o, engine.preset, seed, str(image_path), picture.size, engine.weights, engine.weights_sha256,
-                    engine.pipe.model.architecture.name, **engine.info)
+    frames, meta = engine.run(picture, orbit.condition(o), seed, progress, image_path, latents_path(target))
     meta["frames_written"] = len(frames)
     meta["multiview"] = {**asdict(orbit), **asdict(camera), "object_ratio": object_ratio,
                          "views": view_names(orbit)}

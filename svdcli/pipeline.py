@@ -3,6 +3,9 @@
     pipe = VideoPipeline(svdcli.load(...), device, dtype)
     result = pipe.generate(image, settings, seed=7)       # image: (1, 3, H, W) in [-1, 1]
     result.frames                                           # (T, 3, H, W) float32 in [0, 1], on the CPU
+
+generate = sample (encode the image, denoise: the expensive part) + decode (latents to frames, which retries in less
+memory rather than fail; decoding.py).
 """
 
 from collections.abc import Callable
@@ -14,14 +17,17 @@ from torch import Tensor
 
 from .loader import LoadedModel
 from .models.layers import timestep_embedding
-from .decoding import decode_frames
+from .decoding import Decoded, decode_latents
 from .flops import unet_call_flops
 from .offload import MODES, ModelOffload, SequentialOffload, unet_blocks
 from .quantize import has_stored_weights
+from .runtime import synchronize
 from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
 # (stage, done, total). Stages: "encode", "sample-flops" (sent once before sampling: done = FLOPs of one step,
-# total = steps), "sample" (steps), "decode" (frames).
+# total = steps), "compile" (0 then 1 around the first step of a compiled U-Net, which compiles it), "sample"
+# (steps), "decode" (frames), "decode-retry-chunk" / "decode-retry-tiles" (decoding.decode_latents). Each phase's
+# end is reported after the device has finished its work, so a clock read in the callback times the work.
 Progress = Callable[[str, int, int], None]
 
 
@@ -35,7 +41,7 @@ class SamplingSettings:
     cfg_min: float = 1.0
     cfg_max: float = 2.5
     guidance: str = "linear"  # "linear" (SVD) or "triangle" (SV3D)
-    decode_chunk: int = 14
+    decode_chunk: int = 0  # frames decoded at once; 0: the most that fit in free memory
     sigma_min: float = 0.002
     sigma_max: float = 700.0
     polars_rad: tuple[float, ...] | None = None  # SV3D_p camera, one per frame
@@ -47,6 +53,14 @@ class GenerateResult:
     frames: Tensor  # (T, 3, H, W) in [0, 1]
     seed: int
     latents: Tensor  # (T, 4, h, w), scaled latent space
+
+
+def with_input_view(architecture: str, frames: Tensor, image: Tensor) -> Tensor:
+    """SV3D's last view is the input view by construction: it is replaced by the input image itself (frames in
+    [0, 1], image (1, 3, H, W) in [-1, 1]). Other models' frames are returned as they are."""
+    if architecture.startswith("sv3d"):
+        frames[-1] = ((image[0].float().cpu() + 1) / 2).clamp(0, 1)
+    return frames
 
 
 def vector_widths(model: LoadedModel) -> list[tuple[str, int]]:
@@ -78,17 +92,20 @@ class VideoPipeline:
 
     offload: "none", "model" or "sequential" (see offload.py). The library honours the mode on any device (on the
     CPU it only adds bookkeeping); the CLI turns it off where there is no accelerator.
-    decode_overlap: frames shared by neighbouring decode windows (decoding.py); decode_tile: latent tile (h, w).
+    decode_overlap: frames shared by neighbouring decode windows (decoding.py).
     attention_slice: tokens per slice in the transformers (None: unsliced); same results, bounded memory.
-    compile: run the U-Net through torch.compile."""
+    compile: run the U-Net through torch.compile (not with sequential offload, whose streaming hooks would break the
+    compiled graph at every block)."""
 
     def __init__(self, model: LoadedModel, device: torch.device, dtype: torch.dtype, offload: str = "none",
-                 decode_overlap: int = 0, attention_slice: int | None = None, decode_tile: tuple[int, int] | None = None,
-                 compile: bool = False):
+                 decode_overlap: int = 0, attention_slice: int | None = None, compile: bool = False):
         if offload not in MODES:
             raise ValueError(f"offload {offload!r}: choose one of {', '.join(MODES)}")
+        if compile and offload == "sequential":
+            raise ValueError("compile cannot be combined with offload sequential (the U-Net's weights change at every "
+                             "block); use offload model with compile, or sequential without it")
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
-        self.decode_overlap, self.decode_tile = decode_overlap, decode_tile
+        self.decode_overlap, self.compiled = decode_overlap, compile
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
         for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
@@ -129,25 +146,34 @@ class VideoPipeline:
         return clip[:, None].float(), latent
 
     @torch.no_grad()
-    def decode(self, latents: Tensor, chunk: int, progress: Progress | None = None) -> Tensor:
-        """(T, 4, h, w) scaled latents -> (T, 3, H, W) in [0, 1]; windows of `chunk` frames overlapping by
-        decode_overlap frames (0: the reference's disjoint chunks)."""
+    def decode(self, latents: Tensor, chunk: int = 0, progress: Progress | None = None,
+               tile: tuple[int, int] | None = None) -> Decoded:
+        """(T, 4, h, w) scaled latents -> frames (T, 3, H, W) in [0, 1]: windows of `chunk` frames (0: as many as
+        fit) overlapping by decode_overlap frames, in latent tiles of `tile` (h, w) if given; fewer frames or smaller
+        tiles when memory runs out (decoding.decode_latents, which raises DecodeOutOfMemory at the end)."""
         vae = self.model.vae
         parts = [vae.decoder] + ([vae.post_quant_conv] if hasattr(vae, "post_quant_conv") else [])
         with self.phase(*parts):
-            frames = decode_frames(vae, latents, self.device, chunk or len(latents), self.decode_overlap,
-                                   tile=self.decode_tile, progress=progress)
-        return ((frames + 1) / 2).clamp(0, 1)
+            decoded = decode_latents(vae, latents, self.device, chunk, self.decode_overlap, tile, progress)
+        return decoded
 
     @torch.no_grad()
-    def generate(self, image: Tensor, s: SamplingSettings, seed: int,
-                 progress: Progress | None = None) -> GenerateResult:
+    def generate(self, image: Tensor, s: SamplingSettings, seed: int, progress: Progress | None = None,
+                 tile: tuple[int, int] | None = None) -> GenerateResult:
+        latents = self.sample(image, s, seed, progress).cpu()
+        frames = self.decode(latents, s.decode_chunk, progress, tile).frames
+        return GenerateResult(with_input_view(self.model.architecture.name, frames, image), seed, latents)
+
+    @torch.no_grad()
+    def sample(self, image: Tensor, s: SamplingSettings, seed: int, progress: Progress | None = None) -> Tensor:
+        """The denoised latents (T, 4, h, w), on the device."""
         t = s.frames
         eps_image, eps_latent = self.draw_noise(seed, tuple(image.shape), t)
         if progress:
             progress("encode", 0, 1)
         clip, latent = self.encode_condition(image, eps_image, s)
         if progress:
+            synchronize(self.device)
             progress("encode", 1, 1)
         y = conditioning_vector(self.model, s).to(self.device, self.dtype)
         context = clip.to(self.dtype).expand(t, -1, -1)  # (T, 1, D)
@@ -175,11 +201,15 @@ class VideoPipeline:
             progress("sample-flops", unet_call_flops(self.model.architecture.unet, 2 if unconditional else 1, t, h, w),
                      s.steps)
         sigmas = edm_sigmas(s.steps, s.sigma_min, s.sigma_max)
-        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            latents = sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
-                                   on_step=(lambda i, n: progress("sample", i, n)) if progress else None)
-        frames = self.decode(latents, s.decode_chunk, progress)
-        if self.model.architecture.name.startswith("sv3d"):  # the last view is the input view by construction
-            frames[-1] = ((image[0].float().cpu() + 1) / 2).clamp(0, 1)
-        return GenerateResult(frames, seed, latents.cpu())
 
+        def on_step(i: int, n: int) -> None:
+            synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock
+            if i == 1 and self.compiled:
+                progress("compile", 1, 1)
+            progress("sample", i, n)
+
+        if progress and self.compiled:
+            progress("compile", 0, 1)  # the first call compiles: its time is not a step's
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
+            return sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
+                                on_step=on_step if progress else None)

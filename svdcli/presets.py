@@ -38,7 +38,7 @@ class Preset:
     fps: int  # playback rate of the written file; the model is conditioned on fps - 1
     motion_bucket: int
     noise_aug: float
-    decode_chunk: int
+    decode_chunk: int  # frames decoded at once; `auto` in YAML, 0 here: the most that fit in free memory
     weights: str | None = None  # a path, for presets of local models
 
     @property
@@ -106,7 +106,7 @@ def load_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> Preset:
     for key, value in data.items():
         if key not in _TYPES or key == "name":
             raise PresetError(f"{where}: unknown key '{key}'")
-        values[key] = _check_type(key, value, where)
+        values[key] = 0 if key == "decode_chunk" and value == "auto" else _check_type(key, value, where)
     values["name"] = name
     missing = [f.name for f in fields(Preset) if f.name not in values and f.default is dataclasses.MISSING]
     if missing:
@@ -122,9 +122,11 @@ def validate(p: Preset, where: str) -> None:
         raise PresetError(f"{where}: 'architecture' must be one of {', '.join(ARCHITECTURES)}")
     if p.guidance not in ("linear", "triangle"):
         raise PresetError(f"{where}: 'guidance' must be linear or triangle")
-    for key in ("frames", "steps", "fps", "decode_chunk"):
+    for key in ("frames", "steps", "fps"):
         if getattr(p, key) < 1:
             raise PresetError(f"{where}: '{key}' must be at least 1")
+    if p.decode_chunk < 0:
+        raise PresetError(f"{where}: 'decode_chunk' must be auto or at least 1")
     if p.width % 64 or p.height % 64 or p.width <= 0 or p.height <= 0:
         raise PresetError(f"{where}: 'width' and 'height' must be positive multiples of 64")
     if p.noise_aug < 0 or p.motion_bucket < 0:

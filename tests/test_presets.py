@@ -11,7 +11,9 @@ def test_builtin_presets_hold_the_reference_defaults():
                                "svd-xt-image-decoder"]
     svd, xt, xt11, sv3d = (load_preset(n) for n in ("svd", "svd-xt", "svd-xt-1.1", "sv3d-p"))
     assert (svd.frames, svd.steps, svd.cfg_min, svd.cfg_max, svd.fps_id) == (14, 25, 1.0, 2.5, 6)
-    assert (xt.frames, xt.steps, xt.cfg_min, xt.cfg_max, xt.decode_chunk) == (25, 30, 1.5, 3.0, 14)
+    assert (xt.frames, xt.steps, xt.cfg_min, xt.cfg_max) == (25, 30, 1.5, 3.0)
+    # every preset decodes as many frames at once as fit (0: auto), not the reference's 14 (issue 33)
+    assert all(load_preset(n).decode_chunk == 0 for n in builtin_names())
     assert (xt11.fps_id, xt11.motion_bucket, xt11.single_file) == (6, 127, "svd_xt_1_1.safetensors")
     assert (sv3d.frames, sv3d.steps, sv3d.guidance, sv3d.noise_aug, sv3d.width, sv3d.height) == \
         (21, 50, "triangle", 1e-5, 576, 576)

@@ -41,9 +41,13 @@ def command(interrupted: str, **options):
                 fail(f"interrupted; {interrupted}", 130)
             except typer.Exit:
                 raise
-            except Exception:
+            except Exception as error:
                 if interrupts.interrupted():  # an error the interrupt caused (a torchrun peer gone): the interrupt
                     fail(f"interrupted; {interrupted}", 130)
+                from ..generation import LatentsKept
+
+                if isinstance(error, LatentsKept):  # decoding failed after sampling; the latents were kept
+                    fail(str(error), 1)
                 raise
         return app.command(**options)(run)
     return register
@@ -61,4 +65,4 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     pass
 
 
-from . import batch, curate, download, generate, inspect, interpolate, multiview, train  # noqa: E402,F401  (registers the commands)
+from . import batch, curate, decode, download, generate, inspect, interpolate, multiview, train  # noqa: E402,F401  (registers the commands)

@@ -47,11 +47,11 @@ def batch(
     fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP, no_watermark: bool = c.NO_WATERMARK,
     interpolate: int = c.INTERPOLATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per item on stdout."),
-    quiet: bool = c.QUIET, lora: list[str] = c.LORA,
+    quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
 ):
     """Generate a video for every image of a folder or job file, loading the model once."""
     from ..batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
-    from ..generation import OptionsError, resolve_options
+    from ..generation import LatentsKept, OptionsError, resolve_options
     from ..outputs import watermark_available
     from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
@@ -64,7 +64,8 @@ def batch(
         watermark = not no_watermark and watermark_available()
         resolve_options(p, **flags, watermark=watermark)  # the batch-wide settings must be valid
         index, count = _shard(shard)
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
+        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+                              compile)
         items = [it for it in read_items(source, recursive, tuple(glob) if glob else IMAGE_GLOBS)
                  if in_shard(it.key, index, count)]
         weights_path = resolve_weights(weights, p)
@@ -77,7 +78,7 @@ def batch(
         # A bad override or image raises a ValueError (OptionsError, ImageError): that item fails alone.
         per_item = {("fmt" if k == "format" else k): v for k, v in item.overrides.items() if k not in ("seed", "name")}
         o, _ = resolve_options(p, **{**flags, **per_item}, watermark=watermark)
-        return engine.make(item.image, o, item_seed, output, progress)
+        return engine.make(item.image, o, item_seed, output, progress, save_latents=save_latents)
 
     rows = []
 
@@ -98,6 +99,8 @@ def batch(
             run_batch(items, out, name, seed, force, fmt, make, on_item, rank=index)
     except BatchError as x:
         fail(str(x))
+    except LatentsKept as x:  # the clip's latents wait beside its output; the finished items are kept
+        fail(f"{x}; run the same command again to continue the batch", 1)
     failed = [r for r in rows if r.status == "failed"]
     if not as_json:
         table = Table(title=f"svd batch: {len(rows)} items" + (f" (shard {index}/{count})" if count > 1 else ""))

@@ -23,7 +23,8 @@ SIZE = typer.Option(None, help="WIDTHxHEIGHT in multiples of 64, or auto (keep t
                                "pixel count). Default: the preset's trained size.")
 RESIZE = typer.Option("crop", help="Fit the image by crop (cover, centre-crop), pad or stretch.")
 DECODE_CHUNK = typer.Option(None, "--decode-chunk", help="Frames decoded at once (lower: less memory), or auto: "
-                                                         "the most that fit in free memory. Default: the preset's.")
+                            "the most that fit in free memory (the presets' default). Out of memory, decoding "
+                            "retries with fewer frames, then in tiles.")
 FORMAT = typer.Option("mp4", "--format", help="mp4, gif, webp, or png (a folder of frames).")
 QUALITY = typer.Option(8.0, help="MP4 quality, 0-10.")
 LOOP = typer.Option(False, "--loop", help="Ping-pong: play forward then backward.")
@@ -41,12 +42,15 @@ OFFLOAD = typer.Option("none", help="none, model (each component on the GPU only
 ATTENTION_SLICE = typer.Option("auto", "--attention-slice", help="Tokens per transformer slice: auto (sliced when "
                                "memory is short), none, or a number. Same results.")
 COMPILE = typer.Option(False, "--compile", help="Compile the U-Net with torch.compile: minutes once per shape, "
-                                                "then faster steps on GPUs.")
+                                                "then faster steps on GPUs. Not with --offload sequential.")
 WEIGHTS_DTYPE = typer.Option(None, "--weights-dtype", help="How the U-Net and image encoder weights are stored: "
                              "fp32, fp16, bf16, fp8 (1 byte, any device) or int8 (bitsandbytes). Default: the "
                              "compute dtype.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress, notes or warnings on stderr.")
 LORA = typer.Option(None, "--lora", help="A LoRA file, optionally with a scale (FILE:0.8); repeatable.")
+SAVE_LATENTS = typer.Option(False, "--save-latents", help="Also write the sampled latents to "
+                            "NAME.latents.safetensors beside the output, to decode again with `svd decode` (other "
+                            "settings, another device). Written anyway when decoding runs out of memory.")
 
 
 def default_preset(name: str | None, weights: str | None, quiet: bool):
@@ -73,7 +77,7 @@ def default_preset(name: str | None, weights: str | None, quiet: bool):
 
 
 def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,
-                    decode_overlap: int, quiet: bool) -> dict:
+                    decode_overlap: int, quiet: bool, compile: bool = False) -> dict:
     """Validated engine flags (raises ValueError with a one-line message)."""
     from ..offload import MODES
     from ..quantize import WEIGHT_DTYPES, check_int8
@@ -83,6 +87,9 @@ def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | 
     dt = resolve_dtype(dtype, dev)
     if offload not in MODES:
         raise ValueError(f"--offload {offload}: choose one of {', '.join(MODES)}")
+    if compile and offload == "sequential":  # refused on every machine, so that a script fails the same everywhere
+        raise ValueError("--compile cannot be combined with --offload sequential (the U-Net's weights change at "
+                         "every block); use --offload model with --compile, or sequential without it")
     if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"--weights-dtype {weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
     if weights_dtype == "int8":

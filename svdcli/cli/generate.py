@@ -27,7 +27,7 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = c.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET, lora: list[str] = c.LORA,
+    quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
@@ -44,7 +44,8 @@ def generate(
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
                                       resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
                                       watermark=watermark, quality=quality, interpolate=interpolate)
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
+        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+                              compile)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
         target = output_path(out, image.stem, o.format, overwrite)
         weights_path = resolve_weights(weights, p)
@@ -53,7 +54,7 @@ def generate(
     seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
         engine = c.open_engine(p, weights_path, e, compile, progress, lora)
-        meta = engine.make(image, o, seed, target, progress, picture=picture)
+        meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents)
     seconds = time.perf_counter() - started
     sidecar = sidecar_path(target, o.format)
     if as_json:

@@ -80,7 +80,8 @@ def multiview(
         camera = Camera(FOV_DEG if fov is None else fov, RADIUS if radius is None else radius)
         object_ratio = OBJECT_RATIO if object_ratio is None else object_ratio
         camera.check()
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet)
+        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+                              compile)
         picture = prepare_object(image, o.width, object_ratio)  # checked before the weights are loaded
         target = output_path(out, f"{image.stem}_orbit", "png", overwrite)  # a folder, as for --format png
         weights_path = resolve_weights(weights, p)

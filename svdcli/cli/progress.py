@@ -1,5 +1,7 @@
 """Draws the library's progress callbacks (stage, done, total) with rich, on stderr."""
 
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -17,13 +19,18 @@ class SecondsPerStep(ProgressColumn):
 
 
 class ProgressView:
-    """Context manager and callback. Disabled when quiet or when stderr is not a terminal (scripts stay clean)."""
+    """Context manager and callback. Disabled when quiet or when stderr is not a terminal (scripts stay clean);
+    notices that change what happens (decoding retried in less memory) are printed unless quiet."""
 
     def __init__(self, console: Console, quiet: bool):
+        self.quiet = quiet
         self.progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                                  SecondsPerStep(), TimeRemainingColumn(), console=console,
                                  disable=quiet or not console.is_terminal, transient=False)
         self.tasks = {}
+        self.step_flops = 0
+        self.untimed_steps = 0  # steps before the timed one: 1 when the first step compiles the U-Net
+        self.clock = 0.0
 
     def __enter__(self):
         self.progress.__enter__()
@@ -34,20 +41,34 @@ class ProgressView:
 
     def __call__(self, stage: str, done: int, total: int, **fields) -> None:
         if stage == "sample-flops":  # sent just before sampling: done = FLOPs of one step, total = steps
-            self.step_flops = done
+            self.step_flops, self.untimed_steps, self.clock = done, 0, time.perf_counter()
             self._print(f"denoising: {total} steps x {done / 1e12:.2f} TFLOP")
             self._start("sample", total)
+            return
+        if stage == "compile":  # around the first step, which compiles the U-Net: the timed step is the next one
+            if done:
+                self.untimed_steps, self.clock = 1, time.perf_counter()
+            else:
+                self._print("compiling the U-Net (the first step)")
+            return
+        if stage.startswith("decode-retry"):
+            what = (f"{done} frame(s) at a time" if stage == "decode-retry-chunk" else
+                    f"one frame at a time in tiles of {done}x{total} pixels")
+            if not self.quiet:
+                self.progress.console.print(f"svd: decoding ran out of memory; retrying {what}", highlight=False,
+                                            markup=False, soft_wrap=True)
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(LABELS.get(stage, stage), total=total, stage=stage)
         elif done < self.progress.tasks[self.tasks[stage]].completed:  # the next item of a batch
             self._start(stage, total)
         self.progress.update(self.tasks[stage], completed=done, total=total, **fields)
-        if stage == "sample" and done == 1 and getattr(self, "step_flops", 0):
-            elapsed = self.progress.tasks[self.tasks["sample"]].elapsed
-            if elapsed:
-                self._print(f"first step {elapsed:.1f} s ({self.step_flops / elapsed / 1e12:.3f} TFLOP/s): "
-                            f"about {elapsed * (total - 1):.0f} s of denoising to go")
+        if stage == "sample" and done == self.untimed_steps + 1 and self.step_flops:
+            # the library reports a step once the device has finished it, so this times the work itself
+            elapsed = time.perf_counter() - self.clock
+            which = "first step" if not self.untimed_steps else "first step after compiling"
+            self._print(f"{which} {elapsed:.1f} s ({self.step_flops / elapsed / 1e12:.3f} TFLOP/s): "
+                        f"about {elapsed * (total - done):.0f} s of denoising to go")
 
     def _start(self, stage: str, total: int) -> None:
         if stage in self.tasks:

@@ -1,0 +1,82 @@
+"""`svd decode LATENTS`: finish a clip from its saved latents, on any device."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from . import command, common as c, err, fail, note
+from .progress import ProgressView
+
+SUFFIX = ".latents.safetensors"
+
+
+@command("no output was written")
+def decode(
+    latents: Path = typer.Argument(..., help="A NAME.latents.safetensors file, written by `svd generate` (or batch, "
+                                             "multiview) with --save-latents or when decoding ran out of memory."),
+    out: str = typer.Option(None, help="Output file or folder. Default: NAME.<format> beside the latents file."),
+    fmt: str = typer.Option(None, "--format", help="mp4, gif, webp or png. Default: the run's."),
+    quality: float = typer.Option(None, help="MP4 quality, 0-10. Default: the run's."),
+    weights: str = typer.Option(None, help="The checkpoint to take the VAE from. Default: the weights the clip was "
+                                           "sampled with, as recorded in the file."),
+    device: str = c.DEVICE, decode_chunk: str = c.DECODE_CHUNK,
+    decode_overlap: int = typer.Option(None, "--decode-overlap", help="Frames shared by neighbouring decode chunks. "
+                                                                      "Default: the run's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
+    quiet: bool = c.QUIET,
+):
+    """Decode saved latents into a video, with the run's settings and metadata: the frames the run would have
+    written."""
+    import dataclasses
+
+    from ..generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
+                              read_latents, validate)
+    from ..loader import load
+    from ..outputs import OutputError, output_path, sidecar_path, write_video
+    from ..runtime import resolve_device
+    from ..safetensors_io import CheckpointError
+    from ..weights import WeightsError, weights_sha256
+
+    started = time.perf_counter()
+    try:
+        saved, picture, meta = read_latents(latents)
+        o = options_of(meta)
+        o = dataclasses.replace(o, format=fmt or o.format, quality=o.quality if quality is None else quality)
+        validate(o)
+        chunk = None if decode_chunk is None else parse_decode_chunk(decode_chunk)
+        if decode_overlap is not None and decode_overlap < 0:
+            raise OptionsError("--decode-overlap must not be negative")
+        meta = {**meta, "settings": dataclasses.asdict(o)}
+        name = latents.name.removesuffix(SUFFIX) if latents.name.endswith(SUFFIX) else latents.stem
+        default = latents.parent / (name if o.format == "png" else f"{name}.{o.format}")
+        target = output_path(out or str(default), name, o.format, overwrite)
+        source = Path(weights or meta["weights"]).expanduser()
+        if not source.exists():
+            raise WeightsError(f"{source}: the weights this clip was sampled with are not here; pass --weights")
+        dev = resolve_device(device)
+    except (LatentsError, OptionsError, OutputError, WeightsError, ValueError) as x:
+        fail(str(x))
+    with ProgressView(err, quiet) as progress:
+        try:
+            model = load(source, architecture=meta["architecture"], components=("vae",), progress=progress)
+        except CheckpointError as x:
+            fail(str(x))
+        if weights and weights_sha256(model.files) != meta.get("weights_sha256"):
+            note(f"warning: {source} is not the checkpoint this clip was sampled with; the frames will differ from "
+                 "the run's", quiet)
+        frames, meta = decode_saved(saved, picture, meta, model.vae, dev, chunk, decode_overlap, progress)
+        meta["decoded_from"] = str(latents)
+        progress("write", 0, 1)
+        write_video(frames, target, o.format, meta["fps_written"], meta, o.quality)
+        progress("write", 1, 1)
+    seconds = time.perf_counter() - started
+    if as_json:
+        sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar_path(target, o.format)),
+                                     "frames": meta["frames_written"], "seconds": round(seconds, 2)}) + "\n")
+    else:
+        note(f"wrote {target} ({meta['frames_written']} frames, {meta['width']}x{meta['height']}, "
+             f"{meta['fps_written']} fps, {seconds:.1f} s)", quiet)
