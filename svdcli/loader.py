@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import keymaps
-from .quantize import WEIGHT_DTYPES, check_int8, int8_linear, storable, store_weight
+from .quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
 from .models.clip import CLIPConfig, ImageEncoder
 from .models.unet import UNetConfig, VideoUNet
 from .models.vae import VAE, VAEConfig
@@ -336,7 +336,7 @@ def _store(module: nn.Module, key: str, value: torch.Tensor, storage: torch.dtyp
             return False  # LLM.int8 covers linear layers; convolutions keep the compute dtype
         parent_path, _, child = owner_path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
-        setattr(parent, child, int8_linear(owner, value, device))
+        setattr(parent, child, Int8Linear.quantized(owner, value, device))
         return True
     store_weight(owner, name, value, storage, device)
     return True

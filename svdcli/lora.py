@@ -1,8 +1,8 @@
 """LoRA files: applying low-rank updates to the U-Net's linear and convolution layers at run time.
 
-Each targeted layer gets y += scale · (alpha / rank) · B(A(x)) through a forward hook, so the base weights are not
-touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model, and several LoRAs
-add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
+Each targeted layer gets y += scale · (alpha / rank) · B(A(x)) through a forward hook (LowRankUpdate), so the base
+weights are not touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model,
+and several LoRAs add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
 (rank, in) for a Linear, (rank, in, *kernel) for a convolution, which A applies with the layer's stride and padding;
 `<module>.lora_B.weight`, (out, rank) or (out, rank, 1, ...)) and record what they were made for in the
 `svdcli.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
@@ -134,13 +134,55 @@ def low_rank_update(x: Tensor, a: Tensor, b: Tensor, layer: nn.Module) -> Tensor
     return conv(conv(x, a, None, layer.stride, layer.padding, layer.dilation), b)
 
 
-def _hook(a: Tensor, b: Tensor, factor: float):
-    def add(module, args, output):
-        return output + factor * low_rank_update(args[0].to(a.dtype), a, b, module).to(output.dtype)
-    return add
+class LowRankUpdate(nn.Module):
+    """One LoRA pair applied beside its layer at run time: the layer's output + factor · B(A(x)).
+
+    A and B belong to this module, which becomes a child of the layer (`layer.loras`), so `.to()`, offloading and
+    the meta device move them with the layer. The update computes in the layer's dtype: A and B (small) are cast to
+    the activation's dtype, never the activation to theirs."""
+
+    def __init__(self, a: Tensor, b: Tensor, factor: float):
+        super().__init__()
+        self.register_buffer("lora_A", a, persistent=False)  # not part of the U-Net's own weights
+        self.register_buffer("lora_B", b, persistent=False)
+        self.factor = factor
+
+    def add_to(self, layer: nn.Module, x: Tensor, output: Tensor) -> Tensor:
+        update = low_rank_update(x, self.lora_A.to(x.dtype), self.lora_B.to(x.dtype), layer)
+        return output + (self.factor * update).to(output.dtype)
 
 
-class LoraPair(nn.Module):
+def _add_updates(layer: nn.Module, args, output: Tensor) -> Tensor:
+    """The one forward hook of a layer with run-time LoRAs; it holds no tensors of its own."""
+    for update in layer.loras:
+        output = update.add_to(layer, args[0], output)
+    return output
+
+
+class AttachedUpdate:
+    """What attach_update returns: remove() takes the update off its layer again."""
+
+    def __init__(self, layer: nn.Module, update: nn.Module):
+        self.layer, self.update = layer, update
+
+    def remove(self) -> None:
+        loras = self.layer.loras
+        loras._modules = {str(i): m for i, m in enumerate(m for m in loras if m is not self.update)}
+        if not len(loras):
+            self.layer._lora_hook.remove()
+            del self.layer.loras, self.layer._lora_hook
+
+
+def attach_update(layer: nn.Module, update: nn.Module) -> AttachedUpdate:
+    """Add `update` (anything with add_to(layer, x, output)) to the layer's run-time LoRAs; several add up."""
+    if not hasattr(layer, "loras"):
+        layer.loras = nn.ModuleList()
+        layer._lora_hook = layer.register_forward_hook(_add_updates)
+    layer.loras.append(update)
+    return AttachedUpdate(layer, update)
+
+
+class LoraPair(LowRankUpdate):
     """A trainable pair on one frozen layer: ΔW = (alpha / rank) · B·A, A drawn as peft draws it (uniform within
     ±1/√fan_in), B zero, so training starts at the base model. It is applied in whichever of two equal forms costs
     fewer operations (`attach`): merged into the weight, the layer computing once with W + ΔW (and the full weight
@@ -151,7 +193,7 @@ class LoraPair(nn.Module):
 
     def __init__(self, layer: nn.Module, rank: int, alpha: float, generator: torch.Generator,
                  merge: bool | None = None):
-        super().__init__()
+        nn.Module.__init__(self)
         a_shape, b_shape = _pair_shapes(layer, rank)
         fan_in = math.prod(a_shape[1:])
         bound = 1 / math.sqrt(fan_in)
@@ -171,9 +213,8 @@ class LoraPair(nn.Module):
     def attach(self, layer: nn.Module) -> None:
         if self.merged:
             torch.nn.utils.parametrize.register_parametrization(layer, "weight", self)
-            return
-        layer.lora = self
-        layer.register_forward_hook(_hook(self.lora_A, self.lora_B, self.factor))  # run-time LoRAs' own hook
+        else:
+            attach_update(layer, self)
 
 
 def _pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -187,11 +228,10 @@ def _pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[in
 
 
 def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
-                variant: str | None = None) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hook each LoRA (FILE[:SCALE]) onto the U-Net; returns the hook handles (remove() to take them off).
+                variant: str | None = None) -> list[AttachedUpdate]:
+    """Attach each LoRA (FILE[:SCALE]) to the U-Net's layers; returns handles (remove() takes a pair off again).
     variant: the preset in use, checked against the one a LoRA was trained on."""
     handles = []
-    device = next(p.device for p in unet.parameters())
     for spec in specs:
         path, scale = parse_spec(spec)
         try:
@@ -211,8 +251,9 @@ def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
             if (tuple(a.shape), tuple(b.shape)) != want:
                 raise LoraError(f"{path}: {name} has A {tuple(a.shape)} and B {tuple(b.shape)}; the model's layer "
                                 f"takes {want[0]} and {want[1]} — a LoRA for another model size")
-            handles.append(layer.register_forward_hook(_hook(a.to(device), b.to(device),
-                                                             scale * lora.alpha / lora.rank)))
+            device = next(t.device for t in (*layer.parameters(), *layer.buffers()))
+            handles.append(attach_update(layer, LowRankUpdate(a.to(device), b.to(device),
+                                                              scale * lora.alpha / lora.rank)))
     return handles
 
 

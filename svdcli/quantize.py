@@ -5,8 +5,8 @@ hold nearly all parameters:
   fp16, bf16  2 bytes; upcast to the compute dtype when the layer runs.
   fp8         1 byte: float8_e4m3fn with one float32 scale per tensor (scale = max|w| / 448, the format's largest
               value); upcast and rescaled when the layer runs. Any device, no extra library.
-  int8        1 byte: bitsandbytes' LLM.int8 linear layers (row-wise scales, outliers in 16 bits), on the devices
-              bitsandbytes supports (CUDA, CPU); convolutions stay in the compute dtype.
+  int8        1 byte: LLM.int8 linear layers (Int8Linear: row-wise scales, outliers in 16 bits; bitsandbytes' matmul)
+              on the devices bitsandbytes supports (CUDA, CPU); convolutions stay in the compute dtype.
 Norms, biases and embeddings keep the compute dtype. The dequantised weight exists only while its layer runs, so
 peak memory is the stored weights plus one layer's weight in the compute dtype.
 """
@@ -85,22 +85,42 @@ def import_bitsandbytes():
     return bitsandbytes
 
 
-def int8_linear(linear: nn.Linear, value: Tensor, device: torch.device) -> nn.Module:
-    """An LLM.int8 layer holding `value` (the full-precision weight) quantised on `device`."""
-    import bitsandbytes as bnb
+class Int8Linear(nn.Linear):
+    """A linear layer in LLM.int8 (bitsandbytes' matmul): int8 weights with one scale per output row, input
+    columns holding outliers (|x| > threshold) computed in 16 bits.
 
-    layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                has_fp16_weights=False, threshold=6.0, device="meta")
-    # Moving Int8Params to the device quantises it there; the bias is assigned later by the loader.
-    layer.weight = bnb.nn.Int8Params(value.to(torch.float16).cpu(), requires_grad=False,
-                                     has_fp16_weights=False).to(device)
-    if linear.bias is not None:
-        layer.bias = linear.bias
-    return layer
+    Unlike bitsandbytes' own Linear8bitLt, which keeps its quantised weight and scales as attributes of a Parameter
+    subclass and of a state object (so a parent's .to() leaves them behind, and pinning or offloading drops them),
+    every tensor here is a buffer of the module: .to(), offloading and the meta device move them all."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, threshold: float = 6.0,
+                 device: torch.device | None = None):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features, self.threshold = in_features, out_features, threshold
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.empty(out_features, dtype=torch.float32, device=device))
+        self.register_parameter("bias", nn.Parameter(torch.empty(out_features, device=device)) if bias else None)
+
+    @classmethod
+    def quantized(cls, linear: nn.Linear, value: Tensor, device: torch.device) -> "Int8Linear":
+        """A layer of linear's shape holding `value` (the full-precision weight) quantised on `device`; the bias is
+        assigned by the caller."""
+        bnb = import_bitsandbytes()
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        weight, scale, _ = bnb.functional.int8_vectorwise_quant(value.to(device=device, dtype=torch.float16))
+        layer.weight, layer.weight_scale = weight, scale.float()
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        bnb = import_bitsandbytes()
+        state = bnb.MatmulLtState(CB=self.weight, SCB=self.weight_scale)
+        state.threshold, state.has_fp16_weights, state.is_training = self.threshold, False, False
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return bnb.matmul(x, self.weight, bias=bias, state=state).to(x.dtype)
 
 
 def has_stored_weights(module: nn.Module) -> bool:
-    return any(hasattr(m, "_stored_weights") or type(m).__name__ == "Linear8bitLt" for m in module.modules())
+    return any(hasattr(m, "_stored_weights") or isinstance(m, Int8Linear) for m in module.modules())
 
 
 def weight_bytes(module: nn.Module) -> int:

@@ -109,3 +109,125 @@ def test_temporal_attention_never_launches_more_sequences_than_the_cuda_grid_hol
         whole = block(x, context, num_frames=2, max_tokens=None)
     assert sizes[-2:] == [66_000, 66_000]
     torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+
+
+# --- every tensor the model uses moves with it (the meta device stands in for the GPU) -----------------------------
+
+from torch import nn  # noqa: E402
+
+from svdcli import offload  # noqa: E402
+from svdcli.images import to_tensor  # noqa: E402
+from svdcli.loader import load  # noqa: E402
+from svdcli.lora import apply_loras, lora_targets, save_lora  # noqa: E402
+from svdcli.models.unet import UNetConfig, VideoUNet  # noqa: E402
+from svdcli.offload import SequentialOffload, unet_blocks  # noqa: E402
+from svdcli.pipeline import SamplingSettings, VideoPipeline  # noqa: E402
+from svdcli.saving import save_single_file  # noqa: E402
+
+from .conftest import tiny_model  # noqa: E402
+from .test_pipeline import random_image  # noqa: E402
+
+SETTINGS = SamplingSettings(frames=3, steps=2, cfg_min=1.0, cfg_max=2.0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpu-paths")
+    model = tiny_model("svd", seed=5)
+    save_single_file(model, folder / "m.safetensors")
+    g = torch.Generator().manual_seed(0)
+    pairs = {}
+    for name in lora_targets(model.unet, "locon")[::7]:  # linear and convolution layers alike
+        layer = model.unet.get_submodule(name)
+        a_shape = (4, layer.in_features) if isinstance(layer, nn.Linear) else (4, layer.in_channels,
+                                                                             *layer.kernel_size)
+        b_shape = (layer.out_features, 4) if isinstance(layer, nn.Linear) else (layer.out_channels, 4,
+                                                                              *[1] * len(layer.kernel_size))
+        pairs[name] = (torch.randn(a_shape, generator=g) * 0.1, torch.randn(b_shape, generator=g) * 0.1)
+    save_lora(pairs, folder / "lora.safetensors", model.architecture, alpha=4.0)
+    return folder
+
+
+def stray_tensors(module: nn.Module, device_type: str) -> list[str]:
+    """Tensors the module uses that are not on device_type: its parameters and buffers, tensors kept as plain
+    attributes (of the module, of a state object it holds, or of a Parameter subclass), and tensors captured by its
+    hooks' closures."""
+    found = []
+
+    def check(where, value):
+        if isinstance(value, torch.Tensor) and value.device.type != device_type:
+            found.append(where)
+
+    for name, m in module.named_modules():
+        for key, value in vars(m).items():
+            if key in ("_parameters", "_buffers", "_modules"):
+                continue
+            check(f"{name}.{key}", value)
+            if hasattr(value, "__dict__") and not callable(value):
+                for sub, v in vars(value).items():
+                    check(f"{name}.{key}.{sub}", v)
+        for key, value in [*m._parameters.items(), *m._buffers.items()]:
+            check(f"{name}.{key}", value)
+            for sub, v in (vars(value).items() if value is not None and hasattr(value, "__dict__") else ()):
+                check(f"{name}.{key}.{sub}", v)
+        for hook in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()):
+            for cell in getattr(hook, "__closure__", None) or ():
+                check(f"{name} (a hook's closure)", cell.cell_contents)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["none", "model", "sequential"])
+@pytest.mark.parametrize("weights_dtype", [None, "fp8"])
+def test_a_pipeline_with_a_lora_runs_wholly_on_the_device(checkpoint, mode, weights_dtype):
+    """Sampling with the meta device as the accelerator: any tensor left on the CPU (a LoRA pair captured in a
+    hook's closure, a quantisation scale) would make an operation mix devices and fail."""
+    model = load(checkpoint / "m.safetensors", weights_dtype=weights_dtype)
+    apply_loras(model.unet, model.architecture, [str(checkpoint / "lora.safetensors")])
+    pipe = VideoPipeline(model, torch.device("meta"), torch.float32, offload=mode)
+    if pipe.mover:
+        pipe.mover.home = torch.device("meta")  # a meta tensor cannot be copied back to the CPU
+    latents = pipe.sample(to_tensor(random_image(1)), SETTINGS, seed=3)
+    assert latents.device.type == "meta" and latents.shape == (3, 4, 8, 16)
+    if mode == "none":
+        assert stray_tensors(model.unet, "meta") == []
+
+
+@pytest.mark.parametrize("mode", ["none", "model"])
+def test_int8_layers_move_with_their_quantisation_state(checkpoint, mode):
+    pytest.importorskip("bitsandbytes")
+    model = load(checkpoint / "m.safetensors", weights_dtype="int8")
+    apply_loras(model.unet, model.architecture, [str(checkpoint / "lora.safetensors")])
+    pipe = VideoPipeline(model, torch.device("meta"), torch.float32, offload=mode)
+    if pipe.mover:
+        pipe.mover.home = torch.device("meta")
+    with pipe.phase(model.unet, model.image_encoder):
+        assert stray_tensors(model.unet, "meta") == [] and stray_tensors(model.image_encoder, "meta") == []
+
+
+@pytest.mark.parametrize("weights_dtype", ["fp8", "int8"])
+def test_streamed_blocks_with_a_lora_give_the_frames_of_a_resident_model(checkpoint, weights_dtype):
+    """Sequential offload on the CPU (the same copies into and out of each block's flat buffer as on a GPU)."""
+    if weights_dtype == "int8":
+        pytest.importorskip("bitsandbytes")
+    frames = {}
+    for mode in ("none", "sequential"):
+        model = load(checkpoint / "m.safetensors", weights_dtype=weights_dtype)
+        apply_loras(model.unet, model.architecture, [str(checkpoint / "lora.safetensors")])
+        pipe = VideoPipeline(model, torch.device("cpu"), torch.float32, offload=mode)
+        frames[mode] = pipe.generate(to_tensor(random_image(1)), SETTINGS, seed=3).frames
+    assert torch.equal(frames["none"], frames["sequential"])
+
+
+def test_each_streamed_block_is_one_page_locked_buffer_of_its_own_bytes(monkeypatch):
+    """SVD's full-size U-Net (on the meta device): one page-locked buffer per block, within 5% of the block's bytes
+    (pinned tensor by tensor, CUDA's host allocator rounded each to a power of two: about 1.3x)."""
+    locked = []
+    monkeypatch.setattr(offload, "page_lock", lambda buffer: locked.append(buffer.numel()) or buffer)
+    with torch.device("meta"):
+        unet = VideoUNet(UNetConfig()).to(torch.bfloat16)
+    blocks = unet_blocks(unet)
+    block_bytes = [sum(t.numel() * t.element_size() for t in (*b.parameters(), *b.buffers())) for b in blocks]
+    streamer = SequentialOffload(blocks, torch.device("meta"), home=torch.device("meta"), pin=True)
+    assert len(locked) == len(blocks)
+    assert all(b <= n <= 1.05 * b for n, b in zip(locked, block_bytes))
+    assert streamer.pinned_bytes == sum(locked) and sum(block_bytes) > 2.8 * 1024**3

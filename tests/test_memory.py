@@ -9,7 +9,7 @@ from svdcli.images import to_tensor
 from svdcli.loader import load
 from svdcli.offload import unet_blocks
 from svdcli.pipeline import SamplingSettings, VideoPipeline
-from svdcli.quantize import FP8, QuantizeError, check_int8, weight_bytes
+from svdcli.quantize import FP8, Int8Linear, QuantizeError, check_int8, weight_bytes
 from svdcli.saving import save_single_file
 
 from .conftest import tiny_model
@@ -48,8 +48,7 @@ def test_weight_dtypes_stay_within_tolerance_of_fp32(checkpoint, reference, weig
 
 def big_matrices(module):
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d)) or type(m).__name__ in ("MultiheadAttention",
-                                                                                   "Linear8bitLt"):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d)) or type(m).__name__ == "MultiheadAttention":
             yield m
 
 
@@ -69,7 +68,7 @@ def test_fp8_stores_one_byte_per_weight(checkpoint):
 def test_int8_stores_one_byte_per_linear_weight(checkpoint):
     pytest.importorskip("bitsandbytes")
     model = load(checkpoint, weights_dtype="int8")
-    layers = [m for m in model.unet.modules() if type(m).__name__ == "Linear8bitLt"]
+    layers = [m for m in model.unet.modules() if isinstance(m, Int8Linear)]
     assert layers and not any(type(m) is nn.Linear for m in model.unet.modules())
     assert all(m.weight.dtype == torch.int8 and m.weight.element_size() == 1 for m in layers)
 
