@@ -347,7 +347,9 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
          components: tuple[str, ...] | None = None, progress: Progress | None = None) -> LoadedModel:
     """Load a single-file checkpoint or a diffusers folder.
 
-    dtype: the compute dtype, and the dtype of every tensor unless weights_dtype says otherwise.
+    dtype: the compute dtype of the U-Net and image encoder, and the dtype of their tensors unless weights_dtype
+    says otherwise. The VAE is read straight into float32, as the reference runs it (a round trip through a half
+    precision compute dtype would lose the file's bits).
     weights_dtype: "fp32", "fp16", "bf16", "fp8" or "int8": how the U-Net's and image encoder's convolution and
     linear weights are stored (converted tensor by tensor while loading; see quantize.py). The VAE is never
     quantised (it is small and runs in float32 in the pipeline).
@@ -387,8 +389,9 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
         if storage is not None and e.component != "vae" and _store(modules[e.component], e.key, value, storage,
                                                                     device):
             pass
-        else:  # every other tensor takes the compute dtype
-            _assign(modules[e.component], e.key, value.to(device=device, dtype=dtype).contiguous())
+        else:  # every other tensor takes the compute dtype; the VAE float32, in which the reference runs it
+            target = torch.float32 if e.component == "vae" else dtype
+            _assign(modules[e.component], e.key, value.to(device=device, dtype=target).contiguous())
         if progress and (i % 64 == 0 or i == total - 1):
             progress("load", i + 1, total)
     for m in modules.values():

@@ -231,3 +231,16 @@ def test_each_streamed_block_is_one_page_locked_buffer_of_its_own_bytes(monkeypa
     assert len(locked) == len(blocks)
     assert all(b <= n <= 1.05 * b for n, b in zip(locked, block_bytes))
     assert streamer.pinned_bytes == sum(locked) and sum(block_bytes) > 2.8 * 1024**3
+
+
+def test_the_vae_is_read_straight_into_float32_whatever_the_compute_dtype(checkpoint):
+    """An fp32 file loaded for bf16 compute: the U-Net takes bf16, the VAE keeps the file's exact fp32 values (it
+    was rounded through bf16 before the pipeline widened it back)."""
+    from svdcli.safetensors_io import SafetensorsFile
+
+    model = load(checkpoint / "m.safetensors", dtype=torch.bfloat16)
+    stored = SafetensorsFile(checkpoint / "m.safetensors")
+    weight = model.vae.decoder.conv_in.weight
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight, stored.read("first_stage_model.decoder.conv_in.weight"))
+    assert model.unet.input_blocks[0][0].weight.dtype == torch.bfloat16
