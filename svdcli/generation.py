@@ -275,6 +275,22 @@ class Engine:
         return frames, decoded_metadata(meta, o, decoded)
 
 
+def build_engine(preset: Preset, model, weights: Path, weights_sha256: str, device: torch.device,
+                 dtype: torch.dtype, offload: str = "none", decode_overlap: int = 4, max_tokens: int | None = None,
+                 compile: bool = False, loras: list[str] = ()) -> Engine:
+    """A loaded model made ready to run: its LoRAs attached (before the pipeline, so that a compiled U-Net includes
+    them), the pipeline on its device, and how it runs recorded for every output's metadata. Raises LoraError."""
+    from .lora import apply_loras
+
+    apply_loras(model.unet, model.architecture, list(loras), preset.name)
+    pipe = VideoPipeline(model, device, dtype, offload=offload, decode_overlap=decode_overlap,
+                         attention_slice=max_tokens, compile=compile)
+    name = str(dtype).removeprefix("torch.")
+    info = {"device": str(device), "dtype": name, "weights_dtype": model.weights_dtype or name, "offload": offload,
+            "decode_overlap": decode_overlap, "compile": compile, "loras": list(loras)}
+    return Engine(preset, pipe, Path(weights), weights_sha256, info)
+
+
 def decoded_metadata(meta: dict, o: Options, decoded) -> dict:
     """The run's metadata once decoded: the frames per window it came to, and any retries on the way."""
     o = dataclasses.replace(o, decode_chunk=decoded.plan.chunk)

@@ -19,6 +19,7 @@ from torch import nn
 from . import keymaps
 from .quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
 from .models.clip import CLIPConfig, ImageEncoder
+from .models.init import random_tensor
 from .models.unet import UNetConfig, VideoUNet
 from .models.vae import VAE, VAEConfig
 from .safetensors_io import CheckpointError, SafetensorsFile, refuse_pickle
@@ -342,6 +343,32 @@ def _store(module: nn.Module, key: str, value: torch.Tensor, storage: torch.dtyp
     return True
 
 
+def _place(arch: Architecture, values, total: int, device: str | torch.device, dtype: torch.dtype,
+           weights_dtype: str | None, progress: Progress | None) -> dict[str, nn.Module]:
+    """The components built on the meta device, then given each (component, key, value) in turn, converted
+    straight into its storage (weights_dtype: see load), compute dtype (float32 for the VAE) and device."""
+    modules = _meta_modules(arch)
+    device = torch.device(device)
+    if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype {weights_dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
+    storage = WEIGHT_DTYPES.get(weights_dtype)
+    if storage == dtype:
+        storage = None  # stored as computed: plain parameters
+    if storage == torch.int8:
+        check_int8(device)
+    for i, (component, key, value) in enumerate(values):
+        if storage is None or component == "vae" or not _store(modules[component], key, value, storage, device):
+            # every other tensor takes the compute dtype; the VAE float32, in which the reference runs it
+            target = torch.float32 if component == "vae" else dtype
+            _assign(modules[component], key, value.to(device=device, dtype=target).contiguous())
+        del value
+        if progress and (i % 64 == 0 or i == total - 1):
+            progress("load", i + 1, total)
+    for m in modules.values():
+        m.eval().requires_grad_(False)
+    return modules
+
+
 def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
          architecture: str | None = None, variant: str | None = None, weights_dtype: str | None = None,
          components: tuple[str, ...] | None = None, progress: Progress | None = None) -> LoadedModel:
@@ -372,30 +399,12 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     if components is not None:
         entries = [e for e in entries if e.component in components]
     _check(entries, path)
-    modules = _meta_modules(arch)
-    device = torch.device(device)
-    if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weights dtype {weights_dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
-    storage = WEIGHT_DTYPES.get(weights_dtype)
-    if storage == dtype:
-        storage = None  # stored as computed: plain parameters
-    if storage == torch.int8:
-        check_int8(device)
-    total = len(entries)
-    for i, e in enumerate(entries):
-        tensors = [f.read(k) for f, k in e.sources]
-        value = e.combine(tensors)
-        del tensors
-        if storage is not None and e.component != "vae" and _store(modules[e.component], e.key, value, storage,
-                                                                    device):
-            pass
-        else:  # every other tensor takes the compute dtype; the VAE float32, in which the reference runs it
-            target = torch.float32 if e.component == "vae" else dtype
-            _assign(modules[e.component], e.key, value.to(device=device, dtype=target).contiguous())
-        if progress and (i % 64 == 0 or i == total - 1):
-            progress("load", i + 1, total)
-    for m in modules.values():
-        m.eval().requires_grad_(False)
+
+    def values():
+        for e in entries:
+            yield e.component, e.key, e.combine([f.read(k) for f, k in e.sources])
+
+    modules = _place(arch, values(), len(entries), device, dtype, weights_dtype, progress)
     stored = sorted({str(f.dtype(k)).removeprefix("torch.") for e in entries for f, k in e.sources})
     release = path.name if path.name in RELEASED_FILES else None
     return LoadedModel(arch, modules["unet"], modules["vae"], modules["image_encoder"], layout,
@@ -409,3 +418,25 @@ def model_metadata(arch: Architecture) -> dict[str, str]:
                                   "norm_groups": {"unet": arch.unet.norm_groups, "vae": arch.vae.norm_groups},
                                   "configs": {"unet": asdict(arch.unet), "vae": asdict(arch.vae),
                                               "clip": asdict(arch.clip)}})}
+
+
+def architecture_of(source: str | Path) -> Architecture:
+    """The architecture of a checkpoint, with the component configs its shapes give; no tensor is read."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    plan = _plan_diffusers(path, None, None, False) if path.is_dir() else _plan_single_file(path, None)
+    return plan[0]
+
+
+def random_model(arch: Architecture, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 weights_dtype: str | None = None, seed: int = 0, progress: Progress | None = None) -> LoadedModel:
+    """The architecture with random weights, N(0, 1/fan_in) as models/init.py draws them, drawn on `device` tensor
+    by tensor and placed exactly as load() places a checkpoint's (storage dtypes included): what `svd bench`
+    measures a card with, before any download. The same seed on the same device gives the same weights."""
+    generator = torch.Generator(torch.device(device)).manual_seed(seed)
+    shapes = [(comp, k, tuple(t.shape)) for comp, m in _meta_modules(arch).items() for k, t in m.state_dict().items()]
+    values = ((comp, k, random_tensor(k, shape, generator, device)) for comp, k, shape in shapes)
+    modules = _place(arch, values, len(shapes), device, dtype, weights_dtype, progress)
+    return LoadedModel(arch, modules["unet"], modules["vae"], modules["image_encoder"], "random", [], ["float32"],
+                       weights_dtype=weights_dtype)

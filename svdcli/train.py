@@ -361,10 +361,9 @@ class Trainer:
                     self.on_step(done, self.s.steps, loss, self.lr_at(step))
                 if done % self.s.checkpoint_every == 0 or done == self.s.steps:
                     self.save_checkpoint(done)
-                if self.sampler and self.dist.main and (done == self.s.steps or
-                                                        (self.s.sample_every and done % self.s.sample_every == 0)):
-                    with self.averaged_weights():
-                        self.sampler(done)
+                if self.sampler and self.dist.main and done < self.s.steps and self.s.sample_every and \
+                        done % self.s.sample_every == 0:  # the last step's sample follows the saved result
+                    self.sample(done)
                 self.dist.barrier()
         except TrainingError:
             raise  # it names the last good checkpoint: nothing of the failed step was kept
@@ -386,6 +385,11 @@ class Trainer:
         naming, or the U-Net's parameters."""
         values = self.ema if ema and self.ema else [p.detach() for p in self.params]
         return {n: v.float().cpu() for n, v in zip(self.names, values)}
+
+    def sample(self, step: int) -> None:
+        """A validation sample with the moving-average weights (the sampler warns rather than fail the run)."""
+        with self.averaged_weights():
+            self.sampler(step)
 
     @contextmanager
     def averaged_weights(self):

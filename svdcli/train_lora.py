@@ -153,14 +153,16 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
                                     cfg_min=job.preset.cfg_min, cfg_max=job.preset.cfg_max,
                                     decode_chunk=job.preset.decode_chunk)
         sampler = validation_sampler(pipe, to_tensor(image), settings, job.work_dir / "samples",
-                                     seed_of(job.train.seed, "validation") % 2**31, fps_id + 1)
+                                     seed_of(job.train.seed, "validation") % 2**31, fps_id + 1, note)
 
     trainer = Trainer(model, cache, job.train, job.work_dir, device, dtype, lora_meta, d, sampler, on_step)
     if sampler and job.train.sample_every and not job.resume:
         sampler(0)  # the base model, to compare against
     steps = trainer.run(resume=job.resume)
     if d.main:
-        trainer.save_lora(job.out, steps)
+        trainer.save_lora(job.out, steps)  # before the last sample: a sample that fails loses nothing
+        if sampler:
+            trainer.sample(steps)
     d.barrier()
     log = job.work_dir / "log.jsonl"
     last = json.loads(log.read_text().splitlines()[-1]) if d.main and log.exists() and log.read_text() else {}
@@ -169,14 +171,23 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
             "device": str(device), "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
 
 
-def validation_sampler(pipe: VideoPipeline, image, settings: SamplingSettings, folder: Path, seed: int, fps: int):
-    """A sample video from the fixed validation image with a fixed seed: samples/step-NNNNNN.mp4."""
-    def sample(step: int) -> Path:
+def validation_sampler(pipe: VideoPipeline, image, settings: SamplingSettings, folder: Path, seed: int, fps: int,
+                       note: Callable[[str], None] = lambda _: None):
+    """A sample video from the fixed validation image with a fixed seed: samples/step-NNNNNN.mp4. A sample that
+    fails (out of memory, most likely, next to the training state) is a warning through `note`: training goes on
+    and its result is kept."""
+    def sample(step: int) -> Path | None:
         unet = pipe.model.unet
         was_training = unet.training
         unet.eval()
         try:
             result = pipe.generate(image, settings, seed)
+        except Exception as error:  # noqa: BLE001  (whatever it was, the trained weights are worth more)
+            note(f"warning: the validation sample at step {step} failed ({str(error).splitlines()[0]}); "
+                 "training and its output are not affected")
+            if pipe.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
         finally:
             unet.train(was_training)
         target = folder / f"step-{step:06d}.mp4"

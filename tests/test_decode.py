@@ -184,3 +184,22 @@ def test_bad_decode_input_is_one_line_and_exit_2(setup, tmp_path, args, says):
     names = {"dir": tmp_path, "setup": setup, "kept": tmp_path / "clip.latents.safetensors"}
     bad = CliRunner().invoke(app, ["decode", *(a.format(**names) for a in args)])
     assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and says in bad.stderr, bad.stderr
+
+
+def test_a_batch_stops_at_a_clip_it_cannot_decode_and_keeps_its_latents(setup, tmp_path, monkeypatch):
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a", "b"):
+        Image.open(setup / "photo.png").save(images / f"{name}.png")
+    args = ["batch", str(images), "--out", str(tmp_path / "out"), "--weights", str(setup / "tiny.safetensors"),
+            "--preset", "svd", "--size", "128x64", "--frames", "4", "--steps", "2", "--format", "png", "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(VAE, "decode", lambda self, z, n: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA OOM")))
+        stopped = CliRunner().invoke(app, args)
+    kept = tmp_path / "out" / "a.latents.safetensors"
+    assert stopped.exit_code == 1 and stopped.stderr.count("\n") == 1
+    assert f"svd decode {kept} --device cpu" in stopped.stderr and "run the same command again" in stopped.stderr
+    assert kept.is_file() and not (tmp_path / "out" / "a").exists() and not (tmp_path / "out" / "b").exists()
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert len(list((tmp_path / "out" / "a").glob("*.png"))) == 4 and (tmp_path / "out" / "b").is_dir()

@@ -244,3 +244,70 @@ def test_the_vae_is_read_straight_into_float32_whatever_the_compute_dtype(checkp
     assert weight.dtype == torch.float32
     assert torch.equal(weight, stored.read("first_stage_model.decoder.conv_in.weight"))
     assert model.unet.input_blocks[0][0].weight.dtype == torch.bfloat16
+
+
+def test_the_lora_update_computes_in_the_layers_dtype(checkpoint, monkeypatch):
+    """bf16 compute: the pairs are cast to the activation's dtype, never the activation to float32 (a float32 copy
+    of every targeted activation)."""
+    from svdcli import lora
+
+    model = load(checkpoint / "m.safetensors", dtype=torch.bfloat16, weights_dtype="fp8")  # pairs stay float32
+    apply_loras(model.unet, model.architecture, [str(checkpoint / "lora.safetensors")])
+    seen = []
+    update = lora.low_rank_update
+
+    def recorded(x, a, b, layer):
+        seen.append((x.dtype, a.dtype, b.dtype))
+        return update(x, a, b, layer)
+
+    monkeypatch.setattr(lora, "low_rank_update", recorded)
+    pipe = VideoPipeline(model, torch.device("cpu"), torch.bfloat16)
+    pipe.sample(to_tensor(random_image(1)), SamplingSettings(frames=2, steps=1), seed=1)
+    assert seen and set(seen) == {(torch.bfloat16,) * 3}
+
+
+def test_compile_with_sequential_offload_is_refused_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from svdcli.cli import app
+
+    r = CliRunner().invoke(app, ["generate", str(tmp_path / "missing.png"), "--compile", "--offload", "sequential",
+                                 "--quiet"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert "--compile cannot be combined with --offload sequential" in r.stderr and "--offload model" in r.stderr
+    with pytest.raises(ValueError, match="compile cannot be combined with offload sequential"):
+        VideoPipeline(tiny_model(), torch.device("cpu"), torch.float32, offload="sequential", compile=True)
+
+
+def test_the_printed_step_time_excludes_compiling_and_waits_for_the_device(monkeypatch):
+    """The pipeline reports a step once the device has finished it, and marks the compiling first step; the view
+    times the first step after compiling."""
+    import io
+
+    from rich.console import Console
+
+    from svdcli import pipeline
+    from svdcli.cli.progress import ProgressView
+
+    synced = []
+    monkeypatch.setattr(pipeline, "synchronize", lambda device: synced.append(device))
+    pipe = VideoPipeline(tiny_model(), torch.device("cpu"), torch.float32)
+    pipe.compiled = True  # as torch.compile would run it, without minutes of compiling on this CPU
+    events = []
+    pipe.sample(to_tensor(random_image(1)), SamplingSettings(frames=2, steps=3), seed=1,
+                progress=lambda *e: events.append(e[0] if e[0] != "sample" else e[:2]))
+    assert events[events.index("compile"):] == ["compile", "compile", ("sample", 1), ("sample", 2), ("sample", 3)]
+    assert len(synced) >= 4  # after encoding and after each step
+
+    clock = iter([0.0, 100.0, 101.5, 103.0, 104.5])  # sample-flops, compiled, steps 1 (100 s: compiling) and 2, 3
+    monkeypatch.setattr("svdcli.cli.progress.time.perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    with ProgressView(Console(file=out, force_terminal=True, width=200, color_system=None), quiet=False) as view:
+        view("sample-flops", 3 * 10**12, 4)
+        view("compile", 0, 1)
+        view("compile", 1, 1)
+        for step in (1, 2, 3):
+            view("sample", step, 4)
+    text = out.getvalue()
+    assert "compiling the U-Net" in text
+    assert "first step after compiling 1.5 s (2.000 TFLOP/s): about 3 s of denoising to go" in text

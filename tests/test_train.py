@@ -480,3 +480,25 @@ def test_full_training_with_a_moving_average_resumes_exactly(tmp_path):
     one.run()
     averaged, last = one.trained(), one.trained(ema=False)
     assert all(torch.allclose(averaged[k], 0.1 * initial[k] + 0.9 * last[k], atol=1e-6) for k in averaged)
+
+
+def test_a_failed_validation_sample_is_a_warning_and_the_lora_is_saved_before_the_last_one(workspace, monkeypatch):
+    """Decoding a sample runs out of memory beside the training state: every sample (before training, at step 3
+    and at the end) is a one-line warning, and the LoRA file is written all the same, before the last sample."""
+    from svdcli.pipeline import VideoPipeline
+
+    written = []
+
+    def no_memory(self, *args, **kwargs):
+        written.append((workspace / "oom.safetensors").is_file())
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore detail")
+
+    monkeypatch.setattr(VideoPipeline, "decode", no_memory)
+    notes = []
+    result = run(job(workspace, "oom", sample_every=3), note=notes.append)
+    assert result["steps"] == 6 and (workspace / "oom.safetensors").is_file()
+    warnings = [n for n in notes if "validation sample" in n]
+    assert [w.split(" failed")[0] for w in warnings] == [f"warning: the validation sample at step {s}"
+                                                        for s in (0, 3, 6)]
+    assert all(w.count("\n") == 0 and "out of memory" in w for w in warnings)
+    assert written == [False, False, True]  # the last sample came after the file

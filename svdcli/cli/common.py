@@ -112,31 +112,20 @@ def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | 
 
 
 def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: list[str] | None = None):
-    """Load the weights and build the pipeline; a bad checkpoint ends the command with one line."""
-    from ..generation import Engine
+    """Load the weights and build the engine; a bad checkpoint or LoRA ends the command with one line."""
+    from ..generation import build_engine
     from ..loader import load
-    from ..pipeline import VideoPipeline
+    from ..lora import LoraError
     from ..safetensors_io import CheckpointError
     from ..weights import weights_sha256
 
     try:
         model = load(weights_path, device=e["device"] if e["offload"] == "none" else "cpu", dtype=e["dtype"],
                      architecture=preset.architecture, weights_dtype=e["weights_dtype"], progress=progress)
-    except CheckpointError as err:
+        return build_engine(preset, model, weights_path, weights_sha256(model.files), e["device"], e["dtype"],
+                            e["offload"], e["decode_overlap"], e["max_tokens"], compile, loras or [])
+    except (CheckpointError, LoraError) as err:
         fail(str(err))
-    from ..lora import LoraError, apply_loras
-
-    try:  # hooked before the pipeline is built, so a compiled U-Net includes them
-        apply_loras(model.unet, model.architecture, loras or [], preset.name)
-    except LoraError as err:
-        fail(str(err))
-    pipe = VideoPipeline(model, e["device"], e["dtype"], offload=e["offload"], decode_overlap=e["decode_overlap"],
-                         attention_slice=e["max_tokens"], compile=compile)
-    dtype = str(e["dtype"]).removeprefix("torch.")
-    info = {"device": str(e["device"]), "dtype": dtype, "weights_dtype": e["weights_dtype"] or dtype,
-            "offload": e["offload"], "decode_overlap": e["decode_overlap"], "compile": compile,
-            "loras": list(loras or [])}
-    return Engine(preset, pipe, weights_path, weights_sha256(model.files), info)
 
 
 def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark: bool, seed: int | None,

@@ -11,19 +11,23 @@ import torch
 from torch import nn
 
 
+def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """A float32 value for the parameter `name` (its path in its module) of this shape, drawn from generator."""
+    leaf = name.rsplit(".", 1)[-1]
+    draw = torch.randn(shape, generator=generator, device=device)
+    if name.endswith("proj") and len(shape) == 2 and "." not in name:  # open_clip's proj is stored (in, out)
+        return draw / math.sqrt(shape[0])
+    if len(shape) >= 2:
+        return draw / math.sqrt(math.prod(shape[1:]))
+    if leaf == "weight":  # 1-D weights are norm scales
+        return 1 + 0.1 * draw
+    return 0.1 * draw  # biases, mix factors, class embedding
+
+
 @torch.no_grad()
 def random_init(module: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for name, p in module.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if name.endswith("proj") and p.dim() == 2 and "." not in name:  # open_clip's proj is stored (in, out)
-            std = 1 / math.sqrt(p.shape[0])
-            value = torch.randn(p.shape, generator=g) * std
-        elif p.dim() >= 2:
-            value = torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel())
-        elif leaf == "weight":  # 1-D weights are norm scales
-            value = 1 + 0.1 * torch.randn(p.shape, generator=g)
-        else:  # biases, mix factors, class embedding
-            value = 0.1 * torch.randn(p.shape, generator=g)
-        p.copy_(value.to(p.dtype))
+        p.copy_(random_tensor(name, tuple(p.shape), g).to(p.dtype))
     return module
