@@ -65,4 +65,4 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     pass
 
 
-from . import batch, curate, decode, download, generate, inspect, interpolate, multiview, train  # noqa: E402,F401  (registers the commands)
+from . import batch, bench, curate, decode, download, generate, inspect, interpolate, multiview, train  # noqa: E402,F401  (registers the commands)
