@@ -328,7 +328,8 @@ def recommend(report: Report, total_memory: int | None) -> None:
 
 
 def run_bench(settings: BenchSettings, configs: list[BenchConfig], note: Callable[[str], None] = lambda _: None,
-              compare_diffusers: bool = False) -> Report:
+              compare_diffusers: bool = False, on_row: Callable[[Report], None] | None = None) -> Report:
+    """Every configuration in turn; on_row gets the report so far after each (a run cut short keeps its rows)."""
     device = settings.device
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     if settings.vram_gb is not None:
@@ -353,7 +354,9 @@ def run_bench(settings: BenchSettings, configs: list[BenchConfig], note: Callabl
         row.frames = None
         del model
         report.rows.append(row)
-    recommend(report, total)
+        recommend(report, total)
+        if on_row:
+            on_row(report)
     return report
 
 

@@ -96,3 +96,22 @@ def test_configurations_parse_and_name_themselves():
     assert c.name == "sequential:fp8:bf16:compile"
     with pytest.raises(BenchError):
         BenchConfig.parse("none:fp8:bf16:fast")
+
+
+def test_the_prepared_gpu_check_runs_every_part_at_a_tiny_size(tmp_path):
+    """bench/gpu-check.sh in its smoke mode: the steps a lent GPU will run, on this machine, each one exiting 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SVD_CHECK_SMOKE": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(root / "bench" / "gpu-check.sh")], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count(": exit 0") == 3 and "exit 1" not in log and log.rstrip().endswith("done"), log
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["status"] for row in report["rows"]] == ["ok"] * 4
+    assert "peak" in (tmp_path / "train-fp16.txt").read_text()

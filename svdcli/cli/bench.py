@@ -56,11 +56,13 @@ def bench(
         fail(str(x))
     note(f"bench: {p.name} architecture, {width}x{height}, {frames} frames, {steps} steps per configuration, "
          f"{'random weights' if weights_path is None else weights_path}", quiet)
-    report = run_bench(settings, chosen, lambda m: note(m, quiet), compare_diffusers)
+    def save(report) -> None:  # after every configuration, so that a run cut short keeps what it measured
+        if json_file is not None:
+            with atomic_path(json_file) as tmp:
+                tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+
+    report = run_bench(settings, chosen, lambda m: note(m, quiet), compare_diffusers, save)
     render(report, p.steps)
-    if json_file is not None:
-        with atomic_path(json_file) as tmp:
-            tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
 
 
 def render(report, preset_steps: int) -> None:
