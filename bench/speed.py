@@ -15,6 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from svdcli.bench import diffusers_pipeline
 from svdcli.loader import LoadedModel
 from svdcli.models.clip import ImageEncoder
 from svdcli.models.init import random_init
@@ -22,7 +23,6 @@ from svdcli.models.layers import timestep_embedding
 from svdcli.models.unet import VideoUNet
 from svdcli.models.vae import VAE
 from svdcli.runtime import DTYPES
-from svdcli.saving import diffusers_configs, diffusers_state_dicts
 from svdcli.variants import ARCHITECTURES
 
 
@@ -59,20 +59,8 @@ def flops(fn) -> int:
 
 def reference_models(model: LoadedModel):
     """diffusers' UNet and temporal VAE holding our tensors (GroupNorm eps aligned to the reference's 1e-5)."""
-    import diffusers
-
-    cfgs, sds = diffusers_configs(model.architecture), diffusers_state_dicts(model)
-    with torch.device("meta"):
-        unet = diffusers.UNetSpatioTemporalConditionModel.from_config(cfgs["unet"])
-        vae = diffusers.AutoencoderKLTemporalDecoder.from_config(cfgs["vae"])
-    unet.load_state_dict(sds["unet"], assign=True)
-    vae.load_state_dict(sds["vae"], assign=True)
-    for block in unet.modules():
-        if isinstance(block, diffusers.models.resnet.SpatioTemporalResBlock):
-            for norm in (block.spatial_res_block.norm1, block.spatial_res_block.norm2,
-                         block.temporal_res_block.norm1, block.temporal_res_block.norm2):
-                norm.eps = 1e-5
-    return unet.eval(), vae.eval()
+    pipe = diffusers_pipeline(model)
+    return pipe.unet, pipe.vae
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ def main():
     fps = float(preset.fps)
 
     def measured(latents: torch.Tensor) -> float:
-        frames = (pipe.decode(latents, len(latents)).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        frames = (pipe.decode(latents, len(latents)).frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         return getattr(clip_motion(frames, fps), a.component)
 
     windows = a.windows or (list(range(len(cache["latents"]))) if a.loss else [0, 2, 3, 5])

@@ -368,6 +368,8 @@ def diffusers_pipeline(model: LoadedModel):
 
     from .saving import diffusers_configs, diffusers_state_dicts
 
+    diffusers.utils.logging.set_verbosity_error()  # notices about casting and processors: not the user's concern
+    transformers.utils.logging.set_verbosity_error()
     cfgs, sds = diffusers_configs(model.architecture), diffusers_state_dicts(model)
     with torch.device("meta"):
         unet = diffusers.UNetSpatioTemporalConditionModel.from_config(cfgs["unet"])
@@ -388,10 +390,11 @@ def diffusers_pipeline(model: LoadedModel):
         prediction_type="v_prediction", timestep_type="continuous", use_karras_sigmas=True, sigma_min=0.002,
         sigma_max=700.0, timestep_spacing="leading", steps_offset=1, beta_schedule="scaled_linear",
         beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, interpolation_type="linear")
-    processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)  # no torchvision
-    return diffusers.StableVideoDiffusionPipeline(
+    pipe = diffusers.StableVideoDiffusionPipeline(
         vae=vae.eval(), image_encoder=encoder.eval(), unet=unet.eval(), scheduler=scheduler,
-        feature_extractor=processor(do_resize=False, do_center_crop=False))
+        feature_extractor=transformers.CLIPImageProcessor(do_resize=False, do_center_crop=False))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def compare_with_diffusers(model: LoadedModel, settings: BenchSettings, ours: Row,
