@@ -21,7 +21,7 @@ from . import __version__
 from .decoding import DecodeOutOfMemory, decode_latents
 from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
 from .interpolate import MAX_RATIO, interpolate
-from .outputs import FORMATS, apply_watermark, atomic_path, can_watermark, ping_pong, write_video
+from .outputs import FORMATS, apply_watermark, atomic_path, can_watermark, latents_path, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 from .presets import Preset
 from .safetensors_io import CheckpointError, SafetensorsFile
@@ -178,12 +178,6 @@ class LatentsKept(RuntimeError):
 
 class LatentsError(ValueError):
     """A file that is not a latents file of svd; one line for the user."""
-
-
-def latents_path(target: Path) -> Path:
-    """NAME.latents.safetensors beside an output NAME.mp4 (NAME.gif, NAME.webp) or folder NAME."""
-    name = target.stem if target.suffix.lower() in tuple(f".{f}" for f in FORMATS) else target.name
-    return target.with_name(name + ".latents.safetensors")
 
 
 def write_latents(path: Path, latents: torch.Tensor, picture: Image.Image, meta: dict) -> None:

@@ -61,12 +61,19 @@ def remove_partials(target: Path, fmt: str) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def latents_path(target: Path) -> Path:
+    """NAME.latents.safetensors beside an output NAME.mp4 (NAME.gif, NAME.webp) or folder NAME: where a run keeps
+    its sampled latents (generation.py)."""
+    name = target.stem if target.suffix.lower() in tuple(f".{f}" for f in FORMATS) else target.name
+    return target.with_name(name + ".latents.safetensors")
+
+
 def numbered_path(directory: Path, stem: str, suffix: str) -> Path:
-    """The first `{stem}_NNNN{suffix}` in directory that does not exist (with its sidecar)."""
+    """The first `{stem}_NNNN{suffix}` in directory that does not exist (nor its sidecar, nor kept latents)."""
     n = 1
     while True:
         p = directory / f"{stem}_{n:04d}{suffix}"
-        if not p.exists() and not p.with_name(p.name + ".json").exists() and not p.with_suffix(".json").exists():
+        if not any(q.exists() for q in (p, p.with_name(p.name + ".json"), p.with_suffix(".json"), latents_path(p))):
             return p
         n += 1
 
@@ -88,6 +95,15 @@ def output_path(out: str | None, stem: str, fmt: str, overwrite: bool) -> Path:
     if not p.parent.exists():
         raise OutputError(f"{p.parent}: no such folder")
     return p
+
+
+def refuse_kept_latents(target: Path, overwrite: bool) -> None:
+    """A run that samples into `target` would replace the latents an earlier run could not decode: refused unless
+    overwrite (their clip is finished with `svd decode`)."""
+    kept = latents_path(target)
+    if kept.exists() and not overwrite:
+        raise OutputError(f"{kept} holds the latents of an earlier run; finish it with `svd decode {kept}`, or pass "
+                          "--overwrite to replace them, or choose another --out")
 
 
 def _default_mode(is_dir: bool) -> int:

@@ -149,6 +149,12 @@ def test_decoding_out_of_memory_keeps_the_latents_and_svd_decode_gives_the_runs_
     assert last.startswith("svd: error: decoding ran out of memory even 1 frame(s) at a time")
     assert f"svd decode {kept} --device cpu" in last
     assert kept.is_file() and not (tmp_path / "clip").exists()  # no half-written output, the sampling kept
+    again = generate(setup, tmp_path / "clip")  # a new run there would replace the kept latents: refused
+    assert again.exit_code == 2 and "holds the latents of an earlier run" in again.stderr
+    from svdcli.outputs import numbered_path
+
+    (tmp_path / "photo_0001.latents.safetensors").write_bytes(b"")  # nor does a numbered name take their place
+    assert numbered_path(tmp_path, "photo", ".mp4").name == "photo_0002.mp4"
     finished = CliRunner().invoke(app, ["decode", str(kept), "--device", "cpu"])
     assert finished.exit_code == 0, finished.stderr
     assert np.array_equal(frames_of(tmp_path / "clip"), frames_of(tmp_path / "whole"))

@@ -29,8 +29,7 @@ def decode(
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
     quiet: bool = c.QUIET,
 ):
-    """Decode saved latents into a video, with the run's settings and metadata: the frames the run would have
-    written."""
+    """Finish a clip from its saved latents, on any device: the frames its run would have written."""
     import dataclasses
 
     from ..generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,

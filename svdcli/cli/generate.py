@@ -32,7 +32,7 @@ def generate(
     """Turn an image into a video with Stable Video Diffusion."""
     from ..generation import OptionsError, prepare_image, resolve_options
     from ..images import ImageError
-    from ..outputs import OutputError, output_path, sidecar_path, watermark_available
+    from ..outputs import OutputError, output_path, refuse_kept_latents, sidecar_path, watermark_available
     from ..presets import PresetError
     from ..weights import WeightsError, resolve_weights
 
@@ -48,6 +48,7 @@ def generate(
                               compile)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
         target = output_path(out, image.stem, o.format, overwrite)
+        refuse_kept_latents(target, overwrite)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
         fail(str(x))

@@ -57,7 +57,7 @@ def multiview(
     from ..images import ImageError
     from ..multiview import FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make, make_orbit, \
         prepare_object
-    from ..outputs import OutputError, output_path, watermark_available
+    from ..outputs import OutputError, output_path, refuse_kept_latents, watermark_available
     from ..presets import PresetError, load_preset
     from ..weights import WeightsError, resolve_weights
 
@@ -84,6 +84,7 @@ def multiview(
                               compile)
         picture = prepare_object(image, o.width, object_ratio)  # checked before the weights are loaded
         target = output_path(out, f"{image.stem}_orbit", "png", overwrite)  # a folder, as for --format png
+        refuse_kept_latents(target, overwrite)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, OrbitError, ImageError, OutputError, WeightsError, ValueError) as x:
         fail(str(x))
