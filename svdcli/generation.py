@@ -239,11 +239,13 @@ class Engine:
         return meta
 
     def run(self, picture: Image.Image, o: Options, seed: int, progress=None, image_path: str | Path = "",
-            keep_latents: Path | None = None, save_latents: bool = False) -> tuple[np.ndarray, dict]:
+            keep_latents: Path | None = None, save_latents: bool = False,
+            about: dict | None = None) -> tuple[np.ndarray, dict]:
         """Frames (T, H, W, 3) uint8 for a fitted picture, and the run's metadata (its settings as they ran).
 
         keep_latents: where the sampled latents are written if decoding runs out of memory in every plan (then
-        LatentsKept is raised), and always with save_latents. Without it such a failure raises DecodeOutOfMemory."""
+        LatentsKept is raised), and always with save_latents. Without it such a failure raises DecodeOutOfMemory.
+        about: more metadata for the output and the latents (svd multiview's orbit)."""
         if o.watermark and not can_watermark(*picture.size):
             o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
         # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
@@ -253,6 +255,7 @@ class Engine:
         tile = (self.preset.height // down, self.preset.width // down) if beyond else None
         meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
                         self.pipe.model.architecture.name, **self.info, decode_tile=list(tile) if tile else None)
+        meta.update(about or {})
         image = to_tensor(picture)
         latents = self.pipe.sample(image, o.sampling(), seed, progress).cpu()
         if save_latents:

@@ -301,13 +301,23 @@ def make(engine: Engine, image_path: str | Path, picture: Image.Image, o: Option
     """Generate the orbit from a prepared picture (prepare_object) and write the folder target; return the metadata."""
     if o.format not in VIDEO_FORMATS:
         raise OrbitError(f"--format {o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs anyway)")
-    frames, meta = engine.run(picture, orbit.condition(o), seed, progress, image_path, latents_path(target))
+    about = {"multiview": {**asdict(orbit), **asdict(camera), "object_ratio": object_ratio,
+                           "views": view_names(orbit)}}  # in the latents too: svd decode writes the same folder
+    frames, meta = engine.run(picture, orbit.condition(o), seed, progress, image_path, latents_path(target),
+                              about=about)
     meta["frames_written"] = len(frames)
-    meta["multiview"] = {**asdict(orbit), **asdict(camera), "object_ratio": object_ratio,
-                         "views": view_names(orbit)}
     if progress:
         progress("write", 0, 1)
     write_orbit(target, frames, orbit, camera, o.format, o.fps, o.quality, meta)
     if progress:
         progress("write", 1, 1)
     return meta
+
+
+def write_orbit_of(target: Path, frames: np.ndarray, meta: dict) -> None:
+    """The orbit folder of a run from its metadata (svd decode of a multiview run's latents)."""
+    recorded, o = meta["multiview"], meta["settings"]
+    orbit = Orbit(recorded["kind"], tuple(recorded["azimuths_deg"]), tuple(recorded["elevations_deg"]),
+                  recorded["conditioned"])
+    camera = Camera(recorded["fov_deg"], recorded["radius"])
+    write_orbit(target, frames, orbit, camera, o["format"], o["fps"], o["quality"], meta)

@@ -302,3 +302,35 @@ def test_bad_input_is_one_line_and_exit_code_2(setup, tmp_path, runner, args, me
 def test_generate_refuses_sv3d_p_in_one_line(setup, runner):
     r = runner.invoke(app, ["generate", str(setup / "object.png"), "--preset", "sv3d-p"])
     assert r.exit_code == 2 and "svd multiview" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_orbit_that_cannot_be_decoded_keeps_its_latents_and_svd_decode_writes_the_same_folder(setup, tmp_path,
+                                                                                                  monkeypatch):
+    from svdcli.models.vae import VAE
+
+    args = ["multiview", str(setup / "object.png"), "--size", "64x64", "--steps", "2", "--frames", "5", "--quiet",
+            "--weights", str(setup / "p.safetensors"), "--elevation", "10", "--seed", "4", "--format", "gif"]
+    whole = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.stderr
+    with monkeypatch.context() as patch:
+        patch.setattr(VAE, "decode", lambda self, z, n: (_ for _ in ()).throw(torch_oom()))
+        failed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "orbit")])
+    kept = tmp_path / "orbit.latents.safetensors"
+    assert failed.exit_code == 1 and f"svd decode {kept} --device cpu" in failed.stderr and kept.is_file()
+    assert not (tmp_path / "orbit").exists()
+    done = CliRunner().invoke(app, ["decode", str(kept), "--json"])
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == str(tmp_path / "orbit")
+    made = sorted(p.relative_to(tmp_path / "orbit") for p in (tmp_path / "orbit").rglob("*"))
+    assert made == sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*"))
+    for view in (tmp_path / "whole" / "views").iterdir():
+        assert np.array_equal(np.asarray(Image.open(view)), np.asarray(Image.open(tmp_path / "orbit" / "views" /
+                                                                                  view.name)))
+    assert (tmp_path / "orbit" / "transforms.json").read_text() == (tmp_path / "whole" / "transforms.json").read_text()
+    assert json.loads((tmp_path / "orbit" / "orbit.json").read_text())["multiview"]["conditioned"]
+
+
+def torch_oom():
+    import torch
+
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")

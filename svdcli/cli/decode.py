@@ -35,6 +35,7 @@ def decode(
     from ..generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
                               read_latents, validate)
     from ..loader import load
+    from ..multiview import VIDEO_FORMATS, write_orbit_of
     from ..outputs import OutputError, output_path, sidecar_path, write_video
     from ..runtime import resolve_device
     from ..safetensors_io import CheckpointError
@@ -51,8 +52,13 @@ def decode(
             raise OptionsError("--decode-overlap must not be negative")
         meta = {**meta, "settings": dataclasses.asdict(o)}
         name = latents.name.removesuffix(SUFFIX) if latents.name.endswith(SUFFIX) else latents.stem
-        default = latents.parent / (name if o.format == "png" else f"{name}.{o.format}")
-        target = output_path(out or str(default), name, o.format, overwrite)
+        orbit = "multiview" in meta  # svd multiview's run: its folder of views, poses and video
+        if orbit and o.format not in VIDEO_FORMATS:
+            raise OptionsError(f"--format {o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs "
+                               "anyway)")
+        folder = orbit or o.format == "png"
+        default = latents.parent / (name if folder else f"{name}.{o.format}")
+        target = output_path(out or str(default), name, "png" if folder else o.format, overwrite)
         source = Path(weights or meta["weights"]).expanduser()
         if not source.exists():
             raise WeightsError(f"{source}: the weights this clip was sampled with are not here; pass --weights")
@@ -70,11 +76,15 @@ def decode(
         frames, meta = decode_saved(saved, picture, meta, model.vae, dev, chunk, decode_overlap, progress)
         meta["decoded_from"] = str(latents)
         progress("write", 0, 1)
-        write_video(frames, target, o.format, meta["fps_written"], meta, o.quality)
+        if orbit:
+            write_orbit_of(target, frames, meta)
+        else:
+            write_video(frames, target, o.format, meta["fps_written"], meta, o.quality)
         progress("write", 1, 1)
     seconds = time.perf_counter() - started
     if as_json:
-        sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar_path(target, o.format)),
+        sidecar = target / "orbit.json" if orbit else sidecar_path(target, o.format)
+        sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar),
                                      "frames": meta["frames_written"], "seconds": round(seconds, 2)}) + "\n")
     else:
         note(f"wrote {target} ({meta['frames_written']} frames, {meta['width']}x{meta['height']}, "
