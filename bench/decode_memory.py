@@ -1,7 +1,7 @@
 """Peak memory of the VAE decoder per decoded frame, and the decode chunk `auto` picks for common cards.
 
 The decoder is built at full size on the meta device (shapes only: no memory, seconds on a CPU) and run under
-svdcli.peak_memory.TensorBytes, which counts the bytes of live tensors as the CUDA allocator counts its allocated
+svdcli.runtime.peak_memory.TensorBytes, which counts the bytes of live tensors as the CUDA allocator counts its allocated
 bytes (tests/test_decode.py checks that a real CPU run counts the same). fp32, as the pipeline decodes.
 
     python bench/decode_memory.py                      # the table of docs/memory.md
@@ -12,10 +12,10 @@ import argparse
 
 import torch
 
-from svdcli.decoding import DECODE_MEMORY_SHARE, DECODER_MAPS_PER_FRAME, auto_chunk
+from svdcli.inference.decoding import DECODE_MEMORY_SHARE, DECODER_MAPS_PER_FRAME, auto_chunk
 from svdcli.models.init import random_init
 from svdcli.models.vae import VAE, VAEConfig
-from svdcli.peak_memory import TensorBytes
+from svdcli.runtime.peak_memory import TensorBytes
 
 GIB = 1024**3
 SIZES = [(256, 256), (512, 512), (576, 576), (1024, 576), (1280, 720), (2048, 1152)]

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from svdcli.decoding import decode_frames, temporal_windows
+from svdcli.inference.decoding import decode_frames, temporal_windows
 from svdcli.models.init import random_init
 from svdcli.models.vae import VAE, VAEConfig
 

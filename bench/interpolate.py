@@ -15,9 +15,9 @@ import time
 import cv2
 import numpy as np
 
-from svdcli import interpolate as lib
-from svdcli.interpolate import interpolate
-from svdcli.motion import psnr
+from svdcli.video import interpolate as lib
+from svdcli.video.interpolate import interpolate
+from svdcli.video.motion import psnr
 
 
 def picture(seed: int, h: int, w: int) -> np.ndarray:

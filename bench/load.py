@@ -16,8 +16,8 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from svdcli.loader import load
-from svdcli.runtime import DTYPES
+from svdcli.checkpoints.loader import load
+from svdcli.runtime.devices import DTYPES
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t0 = time.perf_counter()
 model = load(sys.argv[1], dtype=DTYPES[sys.argv[2]], weights_dtype=sys.argv[3] if sys.argv[3] != "-" else None)
@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--weights-dtype", default=None, choices=["fp16", "bf16", "fp32", "fp8", "int8"],
                     help="storage of the big matrices (default: the compute dtype)")
     args = ap.parse_args()
-    from svdcli.safetensors_io import SafetensorsFile
+    from svdcli.checkpoints.safetensors_io import SafetensorsFile
 
     f = SafetensorsFile(args.weights)
     tensor_bytes = sum(f.nbytes(k) for k in f.keys())

@@ -15,15 +15,15 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from svdcli.bench import diffusers_pipeline
-from svdcli.loader import LoadedModel
+from svdcli.inference.bench import diffusers_pipeline
+from svdcli.checkpoints.loader import LoadedModel
 from svdcli.models.clip import ImageEncoder
 from svdcli.models.init import random_init
 from svdcli.models.layers import timestep_embedding
 from svdcli.models.unet import VideoUNet
 from svdcli.models.vae import VAE
-from svdcli.runtime import DTYPES
-from svdcli.variants import ARCHITECTURES
+from svdcli.runtime.devices.devices import DTYPES
+from svdcli.checkpoints.architectures import ARCHITECTURES
 
 
 def _once(fn, device: torch.device) -> float:

@@ -32,20 +32,20 @@ import json, resource, sys, time
 import torch
 from svdcli.models.init import random_init
 from svdcli.models.unet import VideoUNet
-from svdcli.runtime import DTYPES
-from svdcli.train import TrainSettings, add_lora, edm_loss, make_optimizer
-from svdcli.variants import ARCHITECTURES
+from svdcli.runtime.devices import DTYPES
+from svdcli.training.trainer import TrainSettings, add_lora, edm_loss, make_optimizer
+from svdcli.checkpoints.architectures import ARCHITECTURES
 a = json.loads(sys.argv[1])
 dev, dtype = torch.device(a["device"]), DTYPES[a["dtype"]]
 cfg = ARCHITECTURES["svd"].unet
 if a["model"] == "demo":
-    from svdcli.loader import load
-    from svdcli.presets import load_preset
-    from svdcli.weights import resolve_weights
+    from svdcli.checkpoints.loader import load
+    from svdcli.checkpoints.presets import load_preset
+    from svdcli.checkpoints.weights import resolve_weights
     demo = load(resolve_weights(None, load_preset("demo")), device=dev, dtype=dtype, architecture="svd")
     unet, cfg = demo.unet, demo.architecture.unet
 elif a["weights"]:
-    from svdcli.loader import load
+    from svdcli.checkpoints.loader import load
     unet = load(a["weights"], device=dev, dtype=dtype).unet
 else:
     with torch.device("meta"):
@@ -88,9 +88,9 @@ ESTIMATE = r"""
 import json, sys
 import torch
 from svdcli.models.unet import SpatialVideoTransformer, VideoResBlock, VideoUNet
-from svdcli.runtime import DTYPES
-from svdcli.train import add_lora, edm_loss
-from svdcli.variants import ARCHITECTURES
+from svdcli.runtime.devices import DTYPES
+from svdcli.training.trainer import add_lora, edm_loss
+from svdcli.checkpoints.architectures import ARCHITECTURES
 a = json.loads(sys.argv[1])
 dtype = DTYPES[a["dtype"]]
 cfg = ARCHITECTURES["svd"].unet

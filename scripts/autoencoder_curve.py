@@ -1,4 +1,4 @@
-"""How far a longer or different autoencoder stage gets: the recipe's stage 1 (svdcli.demo_recipe.train_autoencoder's
+"""How far a longer or different autoencoder stage gets: the recipe's stage 1 (svdcli.demo.recipe.train_autoencoder's
 settings and data) with more steps or other settings, measured on the demo checks' held-out images along the way.
 
     python scripts/autoencoder_curve.py --steps 1500 --lr 1e-4 [--every 250]
@@ -26,13 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdcli.demo_checks import DemoChecker, autoencoder_psnr, held_out_images  # noqa: E402
-from svdcli.demo_recipe import Recipe, autoencoder_clips, autoencoder_settings, autoencoder_start  # noqa: E402
-from svdcli.images import to_tensor  # noqa: E402
+from svdcli.demo.checks import DemoChecker, autoencoder_psnr, held_out_images  # noqa: E402
+from svdcli.demo.recipe import Recipe, autoencoder_clips, autoencoder_settings, autoencoder_start  # noqa: E402
+from svdcli.media.images import to_tensor  # noqa: E402
 from svdcli.models.vae import VAE  # noqa: E402
-from svdcli.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
-from svdcli.train import seed_of  # noqa: E402
-from svdcli.vae_train import psnr, train_vae  # noqa: E402
+from svdcli.demo.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
+from svdcli.training.trainer import seed_of  # noqa: E402
+from svdcli.demo.autoencoder import psnr, train_vae  # noqa: E402
 
 
 def row(values: list[float]) -> str:

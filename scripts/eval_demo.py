@@ -1,4 +1,4 @@
-"""The demo model's checks (issue 7) in full: svdcli/demo_checks.py, with the seed counts of the issue.
+"""The demo model's checks (issue 7) in full: svdcli/demo/checks.py, with the seed counts of the issue.
 
     python scripts/eval_demo.py [--weights svdcli/demo/svd-demo.safetensors] [--seeds 20] [--json out.json]
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdcli.demo_checks import DemoChecker, monotonic, share  # noqa: E402
+from svdcli.demo.checks import DemoChecker, monotonic, share  # noqa: E402
 
 
 def main():

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from svdcli.lora import apply_loras
-from svdcli.motion import clip_motion
-from svdcli.loader import load
-from svdcli.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
-from svdcli.presets import load_preset
-from svdcli.sampling import LinearFrameGuidance, Scalings, edm_sigmas, sample_euler
-from svdcli.trainset import motion_bucket_for
-from svdcli.weights import resolve_weights
+from svdcli.inference.lora import apply_loras
+from svdcli.video.motion import clip_motion
+from svdcli.checkpoints.loader import load
+from svdcli.inference.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
+from svdcli.checkpoints.presets import load_preset
+from svdcli.inference.sampling import LinearFrameGuidance, Scalings, edm_sigmas, sample_euler
+from svdcli.training.data import motion_bucket_for
+from svdcli.checkpoints.weights import resolve_weights
 
 SIGMAS = (0.5, 2.0, 8.0, 30.0)
 

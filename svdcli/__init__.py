@@ -11,9 +11,9 @@ __all__ = ["load", "CheckpointError", "LoadedModel", "__version__"]
 
 def __getattr__(name):  # keep `import svdcli` (and `svd --version`) free of the torch import
     if name in ("load", "LoadedModel"):
-        from . import loader
+        from .checkpoints import loader
         return getattr(loader, name)
     if name == "CheckpointError":
-        from .safetensors_io import CheckpointError
+        from .checkpoints.safetensors_io import CheckpointError
         return CheckpointError
     raise AttributeError(name)

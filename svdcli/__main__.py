@@ -2,7 +2,7 @@
 
 import sys
 
-from .interrupts import interrupt_on_sigterm
+from .runtime.interrupts import interrupt_on_sigterm
 
 
 def main() -> None:
@@ -10,7 +10,7 @@ def main() -> None:
     # interrupt anywhere in its body into one line and exit 130 (cli.command); this covers the time before that.
     interrupt_on_sigterm()
     try:
-        from .hugepages import restart_with_hugepages
+        from .runtime.hugepages import restart_with_hugepages
 
         # Rerun the same command the same way: as `python -m svdcli` when started so, else as the `svd` script.
         via_module = sys.argv[0].endswith("__main__.py")

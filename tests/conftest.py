@@ -5,12 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from svdcli.loader import LoadedModel
+from svdcli.checkpoints.loader import LoadedModel
 from svdcli.models.clip import CLIPConfig, ImageEncoder
 from svdcli.models.init import random_init
 from svdcli.models.unet import UNetConfig, VideoUNet
 from svdcli.models.vae import VAE, VAEConfig
-from svdcli.variants import ARCHITECTURES
+from svdcli.checkpoints.architectures import ARCHITECTURES
 
 TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=2, attention_levels=(True, False),
                        head_dim=16, context_dim=48, adm_in_channels=24)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdcli.batch import BatchError, in_shard, item_seed, read_items
-from svdcli.saving import save_single_file
+from svdcli.inference.batch import BatchError, in_shard, item_seed, read_items
+from svdcli.checkpoints.saving import save_single_file
 
 from .conftest import tiny_model
 

@@ -6,9 +6,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from svdcli.bench import GIB, BenchConfig, BenchError, Phase, Report, Row, recommend
+from svdcli.inference.bench import GIB, BenchConfig, BenchError, Phase, Report, Row, recommend
 from svdcli.cli import app
-from svdcli.saving import save_single_file
+from svdcli.checkpoints.saving import save_single_file
 
 from .conftest import tiny_model
 

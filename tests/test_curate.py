@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdcli.motion import clip_motion, find_cuts
-from svdcli.outputs import write_mp4
-from svdcli.procedural import Motion, render, scene
+from svdcli.video.motion import clip_motion, find_cuts
+from svdcli.media.outputs import write_mp4
+from svdcli.demo.procedural import Motion, render, scene
 
 from .synthetic_clips import camera_clip, fade
 

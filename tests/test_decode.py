@@ -10,11 +10,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from svdcli.cli import app
-from svdcli.decoding import (DECODE_MEMORY_SHARE, DECODER_MAPS_PER_FRAME, DecodeOutOfMemory, auto_chunk,
+from svdcli.inference.decoding import (DECODE_MEMORY_SHARE, DECODER_MAPS_PER_FRAME, DecodeOutOfMemory, auto_chunk,
                              decode_frames, decode_latents, fallback_plans)
 from svdcli.models.vae import VAE, VAEConfig
-from svdcli.peak_memory import TensorBytes
-from svdcli.saving import save_single_file
+from svdcli.runtime.peak_memory import TensorBytes
+from svdcli.checkpoints.saving import save_single_file
 
 from .conftest import tiny_model
 
@@ -151,7 +151,7 @@ def test_decoding_out_of_memory_keeps_the_latents_and_svd_decode_gives_the_runs_
     assert kept.is_file() and not (tmp_path / "clip").exists()  # no half-written output, the sampling kept
     again = generate(setup, tmp_path / "clip")  # a new run there would replace the kept latents: refused
     assert again.exit_code == 2 and "holds the latents of an earlier run" in again.stderr
-    from svdcli.outputs import numbered_path
+    from svdcli.media.outputs import numbered_path
 
     (tmp_path / "photo_0001.latents.safetensors").write_bytes(b"")  # nor does a numbered name take their place
     assert numbered_path(tmp_path, "photo", ".mp4").name == "photo_0002.mp4"

@@ -12,7 +12,7 @@ from PIL import Image
 import svdcli
 
 DEMO = Path(svdcli.__file__).parent / "demo"
-# The demo model is built by its recipe (python -m svdcli.demo_recipe --install); until a version ships it, these
+# The demo model is built by its recipe (python -m svdcli.demo.recipe --install); until a version ships it, these
 # checks have nothing to check.
 pytestmark = pytest.mark.skipif(not (DEMO / "svd-demo.safetensors").exists(),
                                 reason="the demo model is not built into this version yet (issue 7)")
@@ -43,7 +43,7 @@ def test_generate_with_no_flags_uses_the_demo_model_offline(tmp_path):
     assert len(videos) == 1
     meta = json.loads(videos[0].with_suffix(".json").read_text())
     assert meta["preset"] == "demo" and meta["frames_written"] == 14 and (meta["width"], meta["height"]) == (192, 128)
-    from svdcli.motion import read_clip
+    from svdcli.video.motion import read_clip
 
     frames, fps = read_clip(videos[0])
     assert frames.shape == (14, 128, 192, 3) and fps == 7
@@ -59,7 +59,7 @@ def test_generate_with_no_flags_uses_the_demo_model_offline(tmp_path):
 # and each clip is made once (the label test reuses the fidelity test's clips).
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory):
-    from svdcli.demo_checks import DemoChecker
+    from svdcli.demo.checks import DemoChecker
 
     return DemoChecker(workdir=tmp_path_factory.mktemp("demo-checks"))
 
@@ -76,7 +76,7 @@ def test_first_frame_fidelity_on_held_out_images(checker):
 
 
 def test_motion_grows_with_the_motion_setting(checker):
-    from svdcli.demo_checks import monotonic
+    from svdcli.demo.checks import monotonic
 
     # 10 seeds (docs): 0.0082, 0.0251, 0.0319, 0.0582 at 20, 70, 130, 200. Each of the first 5 seeds alone rises
     # too (2026-11-22), so 3 of them are a fair check: 0.0067, 0.0211, 0.0302, 0.0569.
@@ -85,7 +85,7 @@ def test_motion_grows_with_the_motion_setting(checker):
 
 
 def test_camera_labels_base_and_zoom_lora(checker):
-    from svdcli.demo_checks import share
+    from svdcli.demo.checks import share
 
     # The fidelity test's clips (each held-out image, seed 0, the preset's settings): made once for both tests.
     base = [checker.clip(i, 0) for i in range(len(checker.images))]

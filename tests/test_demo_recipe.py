@@ -1,4 +1,4 @@
-"""The demo model's recipe (python -m svdcli.demo_recipe) end to end at smoke scale: every stage runs, the files it
+"""The demo model's recipe (python -m svdcli.demo.recipe) end to end at smoke scale: every stage runs, the files it
 writes are what recipe.json records and load as the demo architecture, and a second run that resumes the video model
 from the first run's checkpoint writes the same bytes (docs/demo-model.md: the shipped files were made that way)."""
 
@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from svdcli.demo_recipe import ARCH, Recipe, RecipeError, build, rebuild_zoom_lora, sha256
-from svdcli.loader import load
-from svdcli.lora import apply_loras, read_lora
+from svdcli.demo.recipe import ARCH, Recipe, RecipeError, build, rebuild_zoom_lora, sha256
+from svdcli.checkpoints.loader import load
+from svdcli.inference.lora import apply_loras, read_lora
 
 SMOKE = Recipe().scaled(0.004)  # 6 autoencoder steps, 2 + 8 clips, 20 video-model steps, 4 LoRA steps
 
@@ -85,7 +85,7 @@ def test_the_lora_stage_alone_on_the_base_writes_the_whole_runs_lora(built, tmp_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_a_device_that_is_not_there_is_a_usage_error_not_a_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "svdcli.demo_recipe", "--out", str(tmp_path / "x"), "--device", "cuda"],
+    r = subprocess.run([sys.executable, "-m", "svdcli.demo.recipe", "--out", str(tmp_path / "x"), "--device", "cuda"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("device cuda: no CUDA device is available")
@@ -93,8 +93,8 @@ def test_a_device_that_is_not_there_is_a_usage_error_not_a_traceback(tmp_path):
 
 
 def test_the_lora_stage_conditions_on_the_recipes_bucket_and_the_video_model_on_each_clips(built):
-    from svdcli.safetensors_io import SafetensorsFile
-    from svdcli.train import TRAIN_KEY
+    from svdcli.checkpoints.safetensors_io import SafetensorsFile
+    from svdcli.training.trainer import TRAIN_KEY
 
     out, _ = built
 

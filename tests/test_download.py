@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from svdcli.presets import load_preset
-from svdcli.weights import resolve_weights
+from svdcli.checkpoints.presets import load_preset
+from svdcli.checkpoints.weights import resolve_weights
 
 from .hub_server import COMMIT, Hub
 

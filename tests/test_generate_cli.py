@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdcli.saving import save_single_file
+from svdcli.checkpoints.saving import save_single_file
 
 from .conftest import tiny_model
 
@@ -116,7 +116,7 @@ def test_interrupted_run_leaves_no_partial_file(setup, tmp_path):
 
 
 def test_interrupted_write_removes_the_temporary_file(setup, tmp_path, monkeypatch):
-    from svdcli import outputs
+    from svdcli.media import outputs
 
     def half_written(frames, path, *a, **k):
         path.write_bytes(b"partial")

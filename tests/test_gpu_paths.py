@@ -5,7 +5,7 @@ pinned-memory accounting, and decoding that runs out of memory (simulated)."""
 import pytest
 import torch
 
-from svdcli import runtime
+from svdcli.runtime import devices
 
 
 @pytest.fixture
@@ -33,31 +33,31 @@ def test_the_compute_dtype_follows_the_chosen_devices_capability(fake_cuda):
     expected = {0: torch.float16, 1: torch.bfloat16, 2: torch.bfloat16, 3: torch.float16}
     for index, dtype in expected.items():
         fake_cuda["current"] = torch.device("cuda", 1)  # a bf16 device is current
-        assert runtime.resolve_dtype("auto", torch.device("cuda", index)) == dtype
-    assert runtime.resolve_dtype("fp32", torch.device("cuda", 0)) == torch.float32  # an explicit choice stands
+        assert devices.resolve_dtype("auto", torch.device("cuda", index)) == dtype
+    assert devices.resolve_dtype("fp32", torch.device("cuda", 0)) == torch.float32  # an explicit choice stands
 
 
 @pytest.mark.parametrize("asked", ["auto", "cuda"])
 def test_each_torchrun_rank_takes_its_own_gpu(fake_cuda, monkeypatch, asked):
     monkeypatch.setenv("RANK", "6")  # the global rank of a second node's third process
     monkeypatch.setenv("LOCAL_RANK", "2")
-    device = runtime.resolve_device(asked)
+    device = devices.resolve_device(asked)
     assert device == torch.device("cuda", 2)
     assert fake_cuda["current"] == torch.device("cuda", 2)  # and made current, so streams and caches land there
 
 
 def test_an_explicit_gpu_index_is_kept_and_checked(fake_cuda, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "2")
-    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="4 CUDA device"):
-        runtime.resolve_device("cuda:7")
+        devices.resolve_device("cuda:7")
 
 
 def test_batch_under_torchrun_maps_ranks_to_gpus(fake_cuda, monkeypatch):
     """svd batch's engine settings put rank r on cuda:LOCAL_RANK for --device cuda too (it did for auto only)."""
     from svdcli.cli.common import engine_settings
 
-    monkeypatch.setattr(runtime, "free_memory", lambda device: 80 * 1024**3)
+    monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 1024**3)
     for local in range(4):
         monkeypatch.setenv("LOCAL_RANK", str(local))
         settings = engine_settings("cuda", "auto", "none", None, "auto", 4, quiet=True)
@@ -72,16 +72,16 @@ def test_free_memory_honours_the_per_process_fraction(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 1.0)
     cuda = torch.device("cuda", 0)
-    assert runtime.free_memory(cuda) == 72 * gib  # free on the card + the allocator's cached blocks
+    assert devices.free_memory(cuda) == 72 * gib  # free on the card + the allocator's cached blocks
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 0.1)
-    assert runtime.free_memory(cuda) == 8 * gib - 1 * gib  # an emulated 8 GB card, 1 GB of it in use
+    assert devices.free_memory(cuda) == 8 * gib - 1 * gib  # an emulated 8 GB card, 1 GB of it in use
 
 
 def test_out_of_memory_errors_are_recognised():
-    assert runtime.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert runtime.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
-    assert not runtime.is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not runtime.is_out_of_memory(ValueError("out of memory"))
+    assert devices.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert devices.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert not devices.is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not devices.is_out_of_memory(ValueError("out of memory"))
 
 
 def test_temporal_attention_never_launches_more_sequences_than_the_cuda_grid_holds(monkeypatch):
@@ -115,14 +115,14 @@ def test_temporal_attention_never_launches_more_sequences_than_the_cuda_grid_hol
 
 from torch import nn  # noqa: E402
 
-from svdcli import offload  # noqa: E402
-from svdcli.images import to_tensor  # noqa: E402
-from svdcli.loader import load  # noqa: E402
-from svdcli.lora import apply_loras, lora_targets, save_lora  # noqa: E402
+from svdcli.runtime import offload  # noqa: E402
+from svdcli.media.images import to_tensor  # noqa: E402
+from svdcli.checkpoints.loader import load  # noqa: E402
+from svdcli.inference.lora import apply_loras, lora_targets, save_lora  # noqa: E402
 from svdcli.models.unet import UNetConfig, VideoUNet  # noqa: E402
-from svdcli.offload import SequentialOffload, unet_blocks  # noqa: E402
-from svdcli.pipeline import SamplingSettings, VideoPipeline  # noqa: E402
-from svdcli.saving import save_single_file  # noqa: E402
+from svdcli.runtime.offload import SequentialOffload, unet_blocks  # noqa: E402
+from svdcli.inference.pipeline import SamplingSettings, VideoPipeline  # noqa: E402
+from svdcli.checkpoints.saving import save_single_file  # noqa: E402
 
 from .conftest import tiny_model  # noqa: E402
 from .test_pipeline import random_image  # noqa: E402
@@ -236,7 +236,7 @@ def test_each_streamed_block_is_one_page_locked_buffer_of_its_own_bytes(monkeypa
 def test_the_vae_is_read_straight_into_float32_whatever_the_compute_dtype(checkpoint):
     """An fp32 file loaded for bf16 compute: the U-Net takes bf16, the VAE keeps the file's exact fp32 values (it
     was rounded through bf16 before the pipeline widened it back)."""
-    from svdcli.safetensors_io import SafetensorsFile
+    from svdcli.checkpoints.safetensors_io import SafetensorsFile
 
     model = load(checkpoint / "m.safetensors", dtype=torch.bfloat16)
     stored = SafetensorsFile(checkpoint / "m.safetensors")
@@ -249,7 +249,7 @@ def test_the_vae_is_read_straight_into_float32_whatever_the_compute_dtype(checkp
 def test_the_lora_update_computes_in_the_layers_dtype(checkpoint, monkeypatch):
     """bf16 compute: the pairs are cast to the activation's dtype, never the activation to float32 (a float32 copy
     of every targeted activation)."""
-    from svdcli import lora
+    from svdcli.inference import lora
 
     model = load(checkpoint / "m.safetensors", dtype=torch.bfloat16, weights_dtype="fp8")  # pairs stay float32
     apply_loras(model.unet, model.architecture, [str(checkpoint / "lora.safetensors")])
@@ -286,7 +286,7 @@ def test_the_printed_step_time_excludes_compiling_and_waits_for_the_device(monke
 
     from rich.console import Console
 
-    from svdcli import pipeline
+    from svdcli.inference import pipeline
     from svdcli.cli.progress import ProgressView
 
     synced = []

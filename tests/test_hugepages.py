@@ -1,4 +1,4 @@
-"""The `svd` process restarts itself once with huge-page-backed malloc (svdcli/hugepages.py)."""
+"""The `svd` process restarts itself once with huge-page-backed malloc (svdcli/runtime/hugepages.py)."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from svdcli.hugepages import TUNABLE, restart_environment
+from svdcli.runtime.hugepages import TUNABLE, restart_environment
 
 
 def test_the_tunable_is_added_once_and_other_tunables_are_kept():
@@ -24,7 +24,7 @@ def test_no_restart_when_turned_off_unsupported_or_set_by_the_user():
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     child = "import os, sys; print(os.getpid(), os.environ.get('GLIBC_TUNABLES')); sys.exit(3)"
-    script = (f"import os, sys\nfrom svdcli.hugepages import restart_with_hugepages\nprint(os.getpid(), flush=True)\n"
+    script = (f"import os, sys\nfrom svdcli.runtime.hugepages import restart_with_hugepages\nprint(os.getpid(), flush=True)\n"
               f"restart_with_hugepages([sys.executable, '-c', {child!r}])\n{code}")
     clean = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SVD_HUGEPAGES")}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**clean, **env})

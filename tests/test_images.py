@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from svdcli.images import ImageError, auto_size, fit, load_image, to_tensor
+from svdcli.media.images import ImageError, auto_size, fit, load_image, to_tensor
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -94,7 +94,7 @@ def test_outputs_get_the_usual_permissions_not_the_temporary_files(tmp_path):
     import os
     import stat
 
-    from svdcli.outputs import atomic_path
+    from svdcli.media.outputs import atomic_path
 
     old = os.umask(0o022)
     try:

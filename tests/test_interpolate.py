@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdcli.interpolate import between, interpolate, pair_flow, resolve_ratio, schedule
-from svdcli.motion import psnr
-from svdcli.outputs import write_video
+from svdcli.video.interpolate import between, interpolate, pair_flow, resolve_ratio, schedule
+from svdcli.video.motion import psnr
+from svdcli.media.outputs import write_video
 
 from .synthetic_clips import texture
 
@@ -200,7 +200,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, case):
 
 
 def test_generate_interpolate_writes_the_smooth_clip_and_records_it(tmp_path):
-    from svdcli.saving import save_single_file
+    from svdcli.checkpoints.saving import save_single_file
 
     from .conftest import tiny_model
 
@@ -222,7 +222,7 @@ def test_generate_interpolate_writes_the_smooth_clip_and_records_it(tmp_path):
 
 
 def test_batch_interpolates_with_a_per_item_factor(tmp_path):
-    from svdcli.saving import save_single_file
+    from svdcli.checkpoints.saving import save_single_file
 
     from .conftest import tiny_model
 

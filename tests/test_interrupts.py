@@ -19,18 +19,18 @@ def interrupt(*args, **kwargs):
 # Each command, interrupted at the first library call of its body (before the part its old handler covered), and
 # what its one line tells the user.
 COMMANDS = [
-    (["generate", "x.png", "--preset", "svd"], "svdcli.presets.load_preset", "no output was written"),
-    (["batch", ".", "--out", "o", "--preset", "svd"], "svdcli.presets.load_preset",
+    (["generate", "x.png", "--preset", "svd"], "svdcli.checkpoints.presets.load_preset", "no output was written"),
+    (["batch", ".", "--out", "o", "--preset", "svd"], "svdcli.checkpoints.presets.load_preset",
      "finished items are kept, run the same command again to resume"),
-    (["multiview", "x.png"], "svdcli.presets.load_preset", "no output was written"),
-    (["train-lora", ".", "--motion", "zoom"], "svdcli.presets.load_preset",
+    (["multiview", "x.png"], "svdcli.checkpoints.presets.load_preset", "no output was written"),
+    (["train-lora", ".", "--motion", "zoom"], "svdcli.checkpoints.presets.load_preset",
      "run the same command with --resume to go on from the newest checkpoint"),
-    (["interpolate", "x.mp4"], "svdcli.interpolate.read_source", "no output was written"),
-    (["download", "svd"], "svdcli.download.download", "run the same command again to resume"),
-    (["curate", "."], "svdcli.curate.curate", "no manifest was written"),
-    (["eval", "x.mp4"], "svdcli.evaluate.evaluate", "nothing was written"),
-    (["inspect", "x.safetensors"], "svdcli.runtime.resolve_device", "nothing was written"),
-    (["models"], "svdcli.presets.load_preset", "nothing was written"),
+    (["interpolate", "x.mp4"], "svdcli.video.interpolate.read_source", "no output was written"),
+    (["download", "svd"], "svdcli.checkpoints.download.download", "run the same command again to resume"),
+    (["curate", "."], "svdcli.video.curate.curate", "no manifest was written"),
+    (["eval", "x.mp4"], "svdcli.video.evaluate.evaluate", "nothing was written"),
+    (["inspect", "x.safetensors"], "svdcli.runtime.devices.resolve_device", "nothing was written"),
+    (["models"], "svdcli.checkpoints.presets.load_preset", "nothing was written"),
 ]
 
 
@@ -51,7 +51,7 @@ def test_sigterm_before_the_command_starts_is_one_line_and_exit_130(tmp_path):
     # before the commands are imported. Without the handler this is a death by signal (-15); with it uncaught, a
     # traceback and -2.
     code = ("import os, signal, sys\n"
-            "import svdcli.__main__ as entry, svdcli.hugepages as h\n"
+            "import svdcli.__main__ as entry, svdcli.runtime.hugepages as h\n"
             "h.restart_with_hugepages = lambda argv: os.kill(os.getpid(), signal.SIGTERM)\n"
             "sys.argv = ['svd', 'models']\n"
             "entry.main()\n")
@@ -61,7 +61,7 @@ def test_sigterm_before_the_command_starts_is_one_line_and_exit_130(tmp_path):
 
 LOST_IN_A_CALLBACK = """
 import os, signal, weakref
-from svdcli.interrupts import interrupt_on_sigterm, interrupted
+from svdcli.runtime.interrupts import interrupt_on_sigterm, interrupted
 interrupt_on_sigterm()
 
 class Thing:
@@ -99,10 +99,10 @@ def test_an_error_after_an_interrupt_is_reported_as_the_interrupt(tmp_path):
     script = tmp_path / "run.py"
     script.write_text("""
 import os, signal, sys
-from svdcli.interrupts import interrupt_on_sigterm
+from svdcli.runtime.interrupts import interrupt_on_sigterm
 interrupt_on_sigterm()
 from svdcli.cli import command, app
-import svdcli.interrupts as interrupts
+import svdcli.runtime.interrupts as interrupts
 
 @command("nothing to resume", name="fake")
 def fake():

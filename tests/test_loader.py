@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from svdcli.loader import load
-from svdcli.safetensors_io import CheckpointError, SafetensorsFile
-from svdcli.saving import save_diffusers, save_single_file
+from svdcli.checkpoints.loader import load
+from svdcli.checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from svdcli.checkpoints.saving import save_diffusers, save_single_file
 
 from .conftest import tiny_model
 
@@ -178,7 +178,7 @@ def test_a_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_
     """The u64 header length of a safetensors file may begin with 0x80, pickle's first byte: not a pickle."""
     from safetensors.torch import save_file
 
-    from svdcli.safetensors_io import SafetensorsFile
+    from svdcli.checkpoints.safetensors_io import SafetensorsFile
 
     path = tmp_path / "x.safetensors"
     for pad in range(400):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from svdcli.keymaps import unet_source
-from svdcli.lora import LoraError, LoraPair, _pair_shapes, apply_loras, lora_targets, save_lora
-from svdcli.saving import _write, save_single_file
+from svdcli.checkpoints.diffusers_keys import unet_source
+from svdcli.inference.lora import LoraError, LoraPair, _pair_shapes, apply_loras, lora_targets, save_lora
+from svdcli.checkpoints.saving import _write, save_single_file
 
 from .conftest import tiny_model
 from .test_speed import unet_inputs
@@ -103,7 +103,7 @@ def test_locon_hooks_equal_merged_weights_and_peft_layers(model, tmp_path):
 def test_trained_pairs_merged_or_factored_are_the_same_function_and_gradients(tmp_path):
     """train-lora applies each pair merged into the weight or factored beside it, whichever costs less: both are
     the hooks' function, with the same gradients for A and B."""
-    from svdcli.train import add_lora
+    from svdcli.training.trainer import add_lora
 
     pairs = random_pairs(tiny_model("svd", seed=1).unet, seed=5, targets="locon")
     save_lora(pairs, tmp_path / "l.safetensors", tiny_model("svd", seed=1).architecture, alpha=2.0)

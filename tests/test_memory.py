@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from svdcli.decoding import decode_frames, temporal_windows
-from svdcli.images import to_tensor
-from svdcli.loader import load
-from svdcli.offload import unet_blocks
-from svdcli.pipeline import SamplingSettings, VideoPipeline
-from svdcli.quantize import FP8, Int8Linear, QuantizeError, check_int8, weight_bytes
-from svdcli.saving import save_single_file
+from svdcli.inference.decoding import decode_frames, temporal_windows
+from svdcli.media.images import to_tensor
+from svdcli.checkpoints.loader import load
+from svdcli.runtime.offload import unet_blocks
+from svdcli.inference.pipeline import SamplingSettings, VideoPipeline
+from svdcli.runtime.quantize import FP8, Int8Linear, QuantizeError, check_int8, weight_bytes
+from svdcli.checkpoints.saving import save_single_file
 
 from .conftest import tiny_model
 from .test_pipeline import random_image

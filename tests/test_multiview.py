@@ -15,14 +15,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from svdcli.cli import app
-from svdcli.generation import resolve_options
-from svdcli.images import ImageError
-from svdcli.multiview import (Camera, OrbitError, camera_to_world, make_orbit, prepare_object, transforms,
+from svdcli.inference.generation import resolve_options
+from svdcli.media.images import ImageError
+from svdcli.inference.multiview import (Camera, OrbitError, camera_to_world, make_orbit, prepare_object, transforms,
                               view_names, write_orbit)
-from svdcli.pipeline import SamplingSettings, conditioning_vector
-from svdcli.presets import load_preset
-from svdcli.saving import save_single_file
-from svdcli.variants import ARCHITECTURES
+from svdcli.inference.pipeline import SamplingSettings, conditioning_vector
+from svdcli.checkpoints.presets import load_preset
+from svdcli.checkpoints.saving import save_single_file
+from svdcli.checkpoints.architectures import ARCHITECTURES
 
 from .conftest import tiny_model
 
@@ -196,7 +196,7 @@ def test_poses_are_orthonormal_look_at_the_origin_and_follow_the_angles():
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
-    from svdcli import multiview
+    from svdcli.inference import multiview
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

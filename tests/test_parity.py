@@ -7,7 +7,7 @@ import torch
 
 from svdcli.models.clip import antialiased_resize
 from svdcli.models.layers import timestep_embedding
-from svdcli.saving import save_diffusers
+from svdcli.checkpoints.saving import save_diffusers
 
 from .conftest import tiny_model
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from svdcli.images import to_tensor
-from svdcli.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
-from svdcli.saving import save_diffusers
+from svdcli.media.images import to_tensor
+from svdcli.inference.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
+from svdcli.checkpoints.saving import save_diffusers
 
 from .conftest import tiny_model
 from .test_parity import reference_unet

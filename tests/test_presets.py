@@ -2,8 +2,8 @@
 
 import pytest
 
-from svdcli.generation import OptionsError, resolve_options
-from svdcli.presets import PresetError, builtin_names, load_preset
+from svdcli.inference.generation import OptionsError, resolve_options
+from svdcli.checkpoints.presets import PresetError, builtin_names, load_preset
 
 
 def test_builtin_presets_hold_the_reference_defaults():

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from svdcli.motion import clip_motion
-from svdcli.procedural import BASE_CAMERAS, SCENES, ZOOM_CAMERAS, Motion, random_clip, render, scene
+from svdcli.video.motion import clip_motion
+from svdcli.demo.procedural import BASE_CAMERAS, SCENES, ZOOM_CAMERAS, Motion, random_clip, render, scene
 
 
 def test_curate_measures_the_known_camera_motion():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from svdcli.sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
+from svdcli.inference.sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
 
 @pytest.mark.parametrize("steps,head,tail", [

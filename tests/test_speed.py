@@ -34,8 +34,8 @@ def test_cross_attention_shortcut_on_and_off_give_the_same_unet_output():
 
 
 def test_compiled_pipeline_gives_the_same_frames():
-    from svdcli.images import to_tensor
-    from svdcli.pipeline import SamplingSettings, VideoPipeline
+    from svdcli.media.images import to_tensor
+    from svdcli.inference.pipeline import SamplingSettings, VideoPipeline
 
     from .test_pipeline import random_image
 
@@ -55,8 +55,8 @@ def test_progress_states_the_work_before_sampling_and_an_eta_after_the_first_ste
     from rich.console import Console
 
     from svdcli.cli.progress import ProgressView
-    from svdcli.images import to_tensor
-    from svdcli.pipeline import SamplingSettings, VideoPipeline
+    from svdcli.media.images import to_tensor
+    from svdcli.inference.pipeline import SamplingSettings, VideoPipeline
 
     from .test_pipeline import random_image
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from svdcli.loader import _meta_modules, infer_clip_config, infer_unet_config, infer_vae_config
-from svdcli.variants import ARCHITECTURES
+from svdcli.checkpoints.loader import _meta_modules, infer_clip_config, infer_unet_config, infer_vae_config
+from svdcli.checkpoints.architectures import ARCHITECTURES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

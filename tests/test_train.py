@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from svdcli.curate import ClipRecord, CurateSettings, curate
-from svdcli.lora import LoraError, apply_loras, lora_targets
-from svdcli.presets import load_preset
-from svdcli.saving import save_single_file
-from svdcli.train import TrainingError, TrainSettings, add_lora, edm_loss
-from svdcli.train_lora import Job, run
-from svdcli.trainset import DataSettings, motion_bucket_for, plan_windows
+from svdcli.video.curate import ClipRecord, CurateSettings, curate
+from svdcli.inference.lora import LoraError, apply_loras, lora_targets
+from svdcli.checkpoints.presets import load_preset
+from svdcli.checkpoints.saving import save_single_file
+from svdcli.training.trainer import TrainingError, TrainSettings, add_lora, edm_loss
+from svdcli.training.lora_job import Job, run
+from svdcli.training.data import DataSettings, motion_bucket_for, plan_windows
 
 from .conftest import tiny_model
 from .synthetic_clips import camera_clip
@@ -69,7 +69,7 @@ def read_pairs(path: Path) -> dict[str, torch.Tensor]:
 def test_the_loss_is_zero_for_the_ideal_prediction_and_weighted_as_edm():
     """A network that outputs exactly the v-target gives zero loss: the training parameterisation is the one the
     sampler inverts (a sign or scaling slip would not vanish)."""
-    from svdcli.sampling import Scalings
+    from svdcli.inference.sampling import Scalings
 
     g = torch.Generator().manual_seed(0)
     b, t = 2, 3
@@ -177,9 +177,9 @@ def test_train_resume_and_the_output_file(workspace, tmp_path):
     assert [e["loss"] for e in relog] == [e["loss"] for e in log]
 
     # The file: our naming, metadata, and the same change to the U-Net as the trained peft layers.
-    from svdcli.safetensors_io import SafetensorsFile
+    from svdcli.checkpoints.safetensors_io import SafetensorsFile
 
-    meta = json.loads(SafetensorsFile(workspace / "full.safetensors").metadata["svdcli.lora"])
+    meta = json.loads(SafetensorsFile(workspace / "full.safetensors").metadata["svdcli.inference.lora"])
     assert meta["motion"] == "zoom" and meta["variant"] == "svd" and meta["rank"] == 4 and meta["steps"] == 6
     assert meta["targets"] == "temporal" and meta["data"]["windows"] == full["data"]["windows"]
     model = tiny_model("svd", seed=1)
@@ -217,7 +217,7 @@ def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(
     """Ctrl-C landing inside the update (the optimizer's step taken, the rest not) must neither leave weights of no
     step nor lose the step: it takes effect when the update ends, the checkpoint holds that step, and resuming from
     it ends where an uninterrupted run does."""
-    from svdcli import train
+    from svdcli.training import trainer as train
 
     real = train.make_optimizer
 
@@ -274,7 +274,7 @@ def test_resume_restores_the_8bit_optimizer(workspace, optimizer):
 
 
 def test_a_nan_loss_stops_with_the_last_good_checkpoint(workspace, monkeypatch):
-    from svdcli import train
+    from svdcli.training import trainer as train
 
     real = train.Trainer.batch
 
@@ -292,8 +292,8 @@ def test_a_nan_loss_stops_with_the_last_good_checkpoint(workspace, monkeypatch):
 
 
 def test_conditioning_dropout_zeroes_image_and_latent_and_ranks_split_the_global_batch(workspace):
-    from svdcli.train import Dist, Trainer
-    from svdcli.trainset import load_cache
+    from svdcli.training.trainer import Dist, Trainer
+    from svdcli.training.data import load_cache
 
     cache_file = next((workspace / "full-train").glob("cache-*.safetensors"), None)
     if cache_file is None:
@@ -409,7 +409,7 @@ def test_a_half_precision_lora_file_is_the_same_training_rounded(workspace):
 def test_a_file_written_at_a_strength_applies_as_the_plain_file_at_that_scale(workspace):
     """--strength 1.5 changes only the file's alpha: the same training and pairs, and a plain --lora of it moves the
     U-Net exactly as the file trained at strength 1 does at FILE:1.5 (the demo's zoom LoRA ships this way)."""
-    from svdcli.lora import read_lora
+    from svdcli.inference.lora import read_lora
 
     from .test_speed import unet_inputs
 
@@ -448,9 +448,9 @@ def test_accumulation_equals_the_larger_batch(workspace):
 
 def test_full_training_with_a_moving_average_resumes_exactly(tmp_path):
     """The demo model's mode: every U-Net parameter trained, an EMA of them kept; resuming repeats the run."""
-    from svdcli.procedural import random_clip
-    from svdcli.train import Trainer
-    from svdcli.trainset import encode_arrays
+    from svdcli.demo.procedural import random_clip
+    from svdcli.training.trainer import Trainer
+    from svdcli.training.data import encode_arrays
 
     clips = [random_clip(s, 4, 7, (64, 128))[0] for s in range(3)]
     d = DataSettings(frames=4, width=128, height=64, fps=7)
@@ -485,7 +485,7 @@ def test_full_training_with_a_moving_average_resumes_exactly(tmp_path):
 def test_a_failed_validation_sample_is_a_warning_and_the_lora_is_saved_before_the_last_one(workspace, monkeypatch):
     """Decoding a sample runs out of memory beside the training state: every sample (before training, at step 3
     and at the end) is a one-line warning, and the LoRA file is written all the same, before the last sample."""
-    from svdcli.pipeline import VideoPipeline
+    from svdcli.inference.pipeline import VideoPipeline
 
     written = []
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from svdcli.models.vae import SCALE_FACTOR, VAEConfig
-from svdcli.vae_train import (TrainingError, VAETrainSettings, box_codec_start, box_latents, calibrate_latent_scale,
+from svdcli.demo.autoencoder import (TrainingError, VAETrainSettings, box_codec_start, box_latents, calibrate_latent_scale,
                               new_vae, procedural_clips, psnr, reconstruct, train_vae, vae_loss)
 
 CFG = VAEConfig(channels=32, channel_mult=(1, 2), num_res_blocks=1)
@@ -101,14 +101,14 @@ def test_box_codec_start_needs_groups_of_four():
 
 def test_norm_groups_are_recorded_and_loaded(tmp_path):
     """A model with fewer GroupNorm groups than the reference's 32 loads back with them (shapes cannot tell)."""
-    from svdcli.loader import load
-    from svdcli.saving import save_single_file
+    from svdcli.checkpoints.loader import load
+    from svdcli.checkpoints.saving import save_single_file
     from tests.conftest import tiny_model
 
     model = tiny_model("svd", seed=1)
     arch = replace(model.architecture, unet=replace(model.architecture.unet, norm_groups=8),
                    vae=replace(model.architecture.vae, norm_groups=8))
-    from svdcli.loader import LoadedModel
+    from svdcli.checkpoints.loader import LoadedModel
     from svdcli.models.unet import VideoUNet
     from svdcli.models.vae import VAE
 

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from svdcli.presets import load_preset
-from svdcli.weights import WeightsError, resolve_weights, weights_sha256
+from svdcli.checkpoints.presets import load_preset
+from svdcli.checkpoints.weights import WeightsError, resolve_weights, weights_sha256
 
 
 def fake_hub_cache(root, repo, files: dict[str, bytes], revision="abc123"):

@@ -6,7 +6,8 @@ import os
 import typer
 from rich.console import Console
 
-from .. import __version__, interrupts
+from .. import __version__
+from ..runtime import interrupts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run Stable Video Diffusion (SVD, SVD-XT, SV3D) on your own machine.")
@@ -44,7 +45,7 @@ def command(interrupted: str, **options):
             except Exception as error:
                 if interrupts.interrupted():  # an error the interrupt caused (a torchrun peer gone): the interrupt
                     fail(f"interrupted; {interrupted}", 130)
-                from ..generation import LatentsKept
+                from ..inference.generation import LatentsKept
 
                 if isinstance(error, LatentsKept):  # decoding failed after sampling; the latents were kept
                     fail(str(error), 1)

@@ -50,11 +50,11 @@ def batch(
     quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
 ):
     """Generate a video for every image of a folder or job file, loading the model once."""
-    from ..batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
-    from ..generation import LatentsKept, OptionsError, resolve_options
-    from ..outputs import watermark_available
-    from ..presets import PresetError
-    from ..weights import WeightsError, resolve_weights
+    from ..inference.batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
+    from ..inference.generation import LatentsKept, OptionsError, resolve_options
+    from ..media.outputs import watermark_available
+    from ..checkpoints.presets import PresetError
+    from ..checkpoints.weights import WeightsError, resolve_weights
 
     flags = {"frames": frames, "steps": steps, "fps": fps, "fps_id": fps_id, "motion": motion, "noise_aug": noise_aug,
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,

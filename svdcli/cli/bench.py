@@ -31,11 +31,11 @@ def bench(
     quiet: bool = c.QUIET,
 ):
     """Time and memory of each way of running on this machine, and the fastest that fits."""
-    from ..bench import BenchConfig, BenchError, BenchSettings, default_configs, run_bench
-    from ..generation import OptionsError, parse_size
-    from ..outputs import atomic_path
-    from ..presets import PresetError, load_preset
-    from ..runtime import resolve_device
+    from ..inference.bench import BenchConfig, BenchError, BenchSettings, default_configs, run_bench
+    from ..inference.generation import OptionsError, parse_size
+    from ..media.outputs import atomic_path
+    from ..checkpoints.presets import PresetError, load_preset
+    from ..runtime.devices import resolve_device
 
     try:
         p = load_preset(preset)

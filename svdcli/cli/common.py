@@ -56,8 +56,8 @@ SAVE_LATENTS = typer.Option(False, "--save-latents", help="Also write the sample
 def default_preset(name: str | None, weights: str | None, quiet: bool):
     """The preset to use: the one named; else svd-xt when its weights are here (or --weights is given); else the
     built-in demo model, said in one line with the command that fetches the real one."""
-    from ..presets import PresetError, load_preset
-    from ..weights import WeightsError, installed, package_file
+    from ..checkpoints.presets import PresetError, load_preset
+    from ..checkpoints.weights import WeightsError, installed, package_file
 
     if name:
         preset = load_preset(name)
@@ -79,9 +79,9 @@ def default_preset(name: str | None, weights: str | None, quiet: bool):
 def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,
                     decode_overlap: int, quiet: bool, compile: bool = False) -> dict:
     """Validated engine flags (raises ValueError with a one-line message)."""
-    from ..offload import MODES
-    from ..quantize import WEIGHT_DTYPES, check_int8
-    from ..runtime import attention_slice_for, free_memory, resolve_device, resolve_dtype
+    from ..runtime.offload import MODES
+    from ..runtime.quantize import WEIGHT_DTYPES, check_int8
+    from ..runtime.devices import attention_slice_for, free_memory, resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -113,11 +113,11 @@ def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | 
 
 def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: list[str] | None = None):
     """Load the weights and build the engine; a bad checkpoint or LoRA ends the command with one line."""
-    from ..generation import build_engine
-    from ..loader import load
-    from ..lora import LoraError
-    from ..safetensors_io import CheckpointError
-    from ..weights import weights_sha256
+    from ..inference.generation import build_engine
+    from ..checkpoints.loader import load
+    from ..inference.lora import LoraError
+    from ..checkpoints.safetensors_io import CheckpointError
+    from ..checkpoints.weights import weights_sha256
 
     try:
         model = load(weights_path, device=e["device"] if e["offload"] == "none" else "cpu", dtype=e["dtype"],
@@ -134,7 +134,7 @@ def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark
     watermark, and the seed (drawn here when not given, so a run can be repeated). Returns the seed."""
     import secrets
 
-    from ..outputs import can_watermark
+    from ..media.outputs import can_watermark
 
     for w in warnings:
         note(f"warning: {w}", quiet)

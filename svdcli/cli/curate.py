@@ -27,9 +27,9 @@ def curate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Split clips at cuts and fades, label camera motion, and drop short, static, dark or flat clips."""
-    from ..curate import CurateSettings
-    from ..curate import curate as run
-    from ..outputs import atomic_path
+    from ..video.curate import CurateSettings
+    from ..video.curate import curate as run
+    from ..media.outputs import atomic_path
 
     if not clips.exists():
         fail(f"{clips}: no such folder or file")
@@ -66,9 +66,9 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="One JSON line on stdout."),
 ):
     """Measure a clip: first-frame fidelity, motion, flicker, consistency, camera motion."""
-    from ..evaluate import evaluate as run
-    from ..images import ImageError
-    from ..motion import VideoError
+    from ..video.evaluate import evaluate as run
+    from ..media.images import ImageError
+    from ..video.motion import VideoError
 
     try:
         result = run(video, image, fps)

@@ -32,14 +32,14 @@ def decode(
     """Finish a clip from its saved latents, on any device: the frames its run would have written."""
     import dataclasses
 
-    from ..generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
+    from ..inference.generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
                               read_latents, validate)
-    from ..loader import load
-    from ..multiview import VIDEO_FORMATS, write_orbit_of
-    from ..outputs import OutputError, output_path, sidecar_path, write_video
-    from ..runtime import resolve_device
-    from ..safetensors_io import CheckpointError
-    from ..weights import WeightsError, weights_sha256
+    from ..checkpoints.loader import load
+    from ..inference.multiview import VIDEO_FORMATS, write_orbit_of
+    from ..media.outputs import OutputError, output_path, sidecar_path, write_video
+    from ..runtime.devices import resolve_device
+    from ..checkpoints.safetensors_io import CheckpointError
+    from ..checkpoints.weights import WeightsError, weights_sha256
 
     started = time.perf_counter()
     try:

@@ -41,8 +41,8 @@ def download(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Download a model's weights: resumable, each file verified against the hub's hash."""
-    from ..download import COMMERCIAL_NOTICE, DownloadError
-    from ..download import download as fetch
+    from ..checkpoints.download import COMMERCIAL_NOTICE, DownloadError
+    from ..checkpoints.download import download as fetch
 
     def on_file(name, i, n):
         note(f"[{i + 1}/{n}] {name}", quiet or as_json)
@@ -66,8 +66,8 @@ def download(
 @command("nothing was written")
 def models(as_json: bool = typer.Option(False, "--json", help="One JSON object per preset on stdout.")):
     """List the presets: whether each model is downloaded, where, size on disk and revision."""
-    from ..presets import builtin_names, load_preset
-    from ..weights import installed
+    from ..checkpoints.presets import builtin_names, load_preset
+    from ..checkpoints.weights import installed
 
     rows = []
     for name in builtin_names():

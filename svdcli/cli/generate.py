@@ -30,11 +30,11 @@ def generate(
     quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
-    from ..generation import OptionsError, prepare_image, resolve_options
-    from ..images import ImageError
-    from ..outputs import OutputError, output_path, refuse_kept_latents, sidecar_path, watermark_available
-    from ..presets import PresetError
-    from ..weights import WeightsError, resolve_weights
+    from ..inference.generation import OptionsError, prepare_image, resolve_options
+    from ..media.images import ImageError
+    from ..media.outputs import OutputError, output_path, refuse_kept_latents, sidecar_path, watermark_available
+    from ..checkpoints.presets import PresetError
+    from ..checkpoints.weights import WeightsError, resolve_weights
 
     started = time.perf_counter()
     try:

@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..safetensors_io import CheckpointError
+from ..checkpoints.safetensors_io import CheckpointError
 from . import command, err, fail
 from .progress import ProgressView
 
@@ -18,8 +18,8 @@ def inspect(weights: str = typer.Argument(..., help="A .safetensors checkpoint o
             device: str = typer.Option("cpu", help="Where to load the weights for the check."),
             dtype: str = typer.Option("fp16", help="Dtype to load into (fp16 halves the memory of the check).")):
     """Check a checkpoint: detect its layout and architecture and load every tensor the model needs."""
-    from ..loader import load
-    from ..runtime import resolve_device, resolve_dtype
+    from ..checkpoints.loader import load
+    from ..runtime.devices import resolve_device, resolve_dtype
 
     try:
         dev = resolve_device(device)

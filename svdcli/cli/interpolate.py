@@ -33,10 +33,10 @@ def interpolate(
     quiet: bool = c.QUIET,
 ):
     """Raise the frame rate of a clip with optical-flow interpolation (no downloaded weights)."""
-    from ..interpolate import InterpolateError, metadata, read_source, resolve_ratio
-    from ..interpolate import interpolate as run
-    from ..motion import VideoError
-    from ..outputs import FORMATS, OutputError, output_path, sidecar_path, write_video
+    from ..video.interpolate import InterpolateError, metadata, read_source, resolve_ratio
+    from ..video.interpolate import interpolate as run
+    from ..video.motion import VideoError
+    from ..media.outputs import FORMATS, OutputError, output_path, sidecar_path, write_video
 
     started = time.perf_counter()
     fmt = fmt or SUFFIX_FORMATS.get(Path(out or "").suffix.lower()) or \

@@ -53,13 +53,13 @@ def multiview(
     quiet: bool = c.QUIET,
 ):
     """Turn one object image into views around it with Stable Video 3D, and the camera poses to reconstruct it."""
-    from ..generation import OptionsError, resolve_options
-    from ..images import ImageError
-    from ..multiview import FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make, make_orbit, \
+    from ..inference.generation import OptionsError, resolve_options
+    from ..media.images import ImageError
+    from ..inference.multiview import FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make, make_orbit, \
         prepare_object
-    from ..outputs import OutputError, output_path, refuse_kept_latents, watermark_available
-    from ..presets import PresetError, load_preset
-    from ..weights import WeightsError, resolve_weights
+    from ..media.outputs import OutputError, output_path, refuse_kept_latents, watermark_available
+    from ..checkpoints.presets import PresetError, load_preset
+    from ..checkpoints.weights import WeightsError, resolve_weights
 
     started = time.perf_counter()
     camera_flags = any(v is not None for v in (elevation, elevations, azimuths, orbit))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ..interrupts import Terminated
+from ..runtime.interrupts import Terminated
 from . import command, common as c, err, fail, note
 from .progress import ProgressView
 
@@ -117,13 +117,13 @@ def train_lora(
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
 ):
     """Train a camera-motion LoRA (the paper's recipe: LoRA in the temporal attention) on curated clips."""
-    from ..curate import CurateSettings
-    from ..generation import OptionsError, parse_size
-    from ..lora import TARGETS
-    from ..presets import PresetError, load_preset
-    from ..train import SAVE_DTYPES, TrainSettings
-    from ..trainset import MOTION_GROUPS, DataSettings
-    from ..weights import WeightsError, resolve_weights
+    from ..video.curate import CurateSettings
+    from ..inference.generation import OptionsError, parse_size
+    from ..inference.lora import TARGETS
+    from ..checkpoints.presets import PresetError, load_preset
+    from ..training.trainer import SAVE_DTYPES, TrainSettings
+    from ..training.data import MOTION_GROUPS, DataSettings
+    from ..checkpoints.weights import WeightsError, resolve_weights
 
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
@@ -146,7 +146,7 @@ def train_lora(
         if optimizer not in ("auto", "adamw", "adamw8bit"):
             raise ValueError(f"--optimizer {optimizer}: choose auto, adamw or adamw8bit")
         if validation_image is not None:
-            from ..images import load_image
+            from ..media.images import load_image
 
             load_image(validation_image)  # a bad image fails now, not after hours of encoding
         if gpus < 1:
@@ -188,13 +188,13 @@ def train_lora(
     if gpus > 1 and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per rank
         raise typer.Exit(_torchrun(gpus))
 
-    from ..images import ImageError
-    from ..lora import LoraError
-    from ..motion import VideoError
-    from ..safetensors_io import CheckpointError
-    from ..train import TrainingError
-    from ..train_lora import Job, run
-    from ..trainset import DataError
+    from ..media.images import ImageError
+    from ..inference.lora import LoraError
+    from ..video.motion import VideoError
+    from ..checkpoints.safetensors_io import CheckpointError
+    from ..training.trainer import TrainingError
+    from ..training.lora_job import Job, run
+    from ..training.data import DataError
 
     job = Job(clips, motion, out, work, weights_path, p, data, settings, device, dtype, resume, manifest,
               CurateSettings(), validation_image, sample_steps)

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .images import fit, load_image
+from ..media.images import fit, load_image
 from .motion import clip_motion, psnr, read_clip, ssim
 
 

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .generation import Engine, Options
-from .images import ImageError, load_image
-from .outputs import atomic_path, latents_path, png_info, write_video
+from ..media.images import ImageError, load_image
+from ..media.outputs import atomic_path, latents_path, png_info, write_video
 
 VIEWS = 21  # SV3D was trained on 21-view orbits
 ELEVATION_DEG = 10.0  # the reference's default camera elevation

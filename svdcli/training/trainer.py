@@ -25,18 +25,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import __version__
-from .interrupts import held
-from .loader import LoadedModel
-from .lora import META_KEY, LoraPair, lora_targets
-from .pipeline import SamplingSettings, conditioning_vector
-from .runtime import DTYPES
-from .safetensors_io import CheckpointError, SafetensorsFile
-from .sampling import Scalings
-from .saving import _write
-from .trainset import WindowCache, motion_bucket_for
+from .. import __version__
+from ..runtime.interrupts import held
+from ..checkpoints.loader import LoadedModel
+from ..inference.lora import META_KEY, LoraPair, lora_targets
+from ..inference.pipeline import SamplingSettings, conditioning_vector
+from ..runtime.devices import DTYPES
+from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from ..inference.sampling import Scalings
+from ..checkpoints.saving import _write
+from .data import WindowCache, motion_bucket_for
 
-TRAIN_KEY = "svdcli.train"
+TRAIN_KEY = "svdcli.training.trainer"
 SAVE_DTYPES = {k: DTYPES[k] for k in ("fp32", "fp16", "bf16")}  # a LoRA file's precision
 
 
@@ -141,7 +141,7 @@ def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int,
 
 def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.device) -> tuple[torch.optim.Optimizer,
                                                                                                    str]:
-    from .quantize import import_bitsandbytes
+    from ..runtime.quantize import import_bitsandbytes
 
     kind = s.optimizer
     if kind == "auto":  # 8-bit states save 6 of every 8 bytes of optimizer memory where memory is scarce
@@ -412,7 +412,7 @@ class Trainer:
                 "svd_version": __version__, "train_settings": asdict(self.s)}
 
     def save_lora(self, path: Path, steps: int) -> None:
-        from .lora import save_lora
+        from ..inference.lora import save_lora
 
         t = self.trained()
         dtype = SAVE_DTYPES[self.s.save_dtype]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.vae import SCALE_FACTOR, VAE, AE3DConv, AttnBlock, ResnetBlock, TemporalStack, VAEConfig
+from ..models.vae import SCALE_FACTOR, VAE, AE3DConv, AttnBlock, ResnetBlock, TemporalStack, VAEConfig
 from .procedural import random_clip
 
 

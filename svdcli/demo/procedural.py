@@ -95,7 +95,7 @@ def scene(rng: np.random.Generator, h: int, w: int, kind: str) -> np.ndarray:
 
 def image_scene(path: str | Path, h: int, w: int) -> np.ndarray:
     """A user's image, scaled to cover (h, w) and centre-cropped: (h, w, 3) float32 in [0, 1]."""
-    from .images import fit, load_image
+    from ..media.images import fit, load_image
 
     return np.asarray(fit(load_image(path), w, h, "crop"), np.float32) / 255
 

@@ -9,9 +9,9 @@ SVD, SVD-XT and SVD-XT 1.1 have identical tensors; which one a file is matters o
 
 from dataclasses import dataclass
 
-from .models.clip import CLIPConfig
-from .models.unet import UNetConfig
-from .models.vae import VAEConfig
+from ..models.clip import CLIPConfig
+from ..models.unet import UNetConfig
+from ..models.vae import VAEConfig
 
 UNET_PREFIX = "model.diffusion_model."
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .evaluate import evaluate
-from .generation import prepare_image, render, resolve_options
-from .images import to_tensor
-from .loader import load
-from .lora import apply_loras
-from .outputs import write_video
-from .pipeline import VideoPipeline
-from .presets import load_preset
+from ..video.evaluate import evaluate
+from ..inference.generation import prepare_image, render, resolve_options
+from ..media.images import to_tensor
+from ..checkpoints.loader import load
+from ..inference.lora import apply_loras
+from ..media.outputs import write_video
+from ..inference.pipeline import VideoPipeline
+from ..checkpoints.presets import load_preset
 from .procedural import SCENES, scene
-from .vae_train import psnr
-from .weights import resolve_weights
+from .autoencoder import psnr
+from ..checkpoints.weights import resolve_weights
 
 MOTION_SETTINGS = (20, 70, 130, 200)
 

@@ -2,9 +2,9 @@
 procedural clips (no downloads), in the paper's order where it helps: the autoencoder first, then the video model,
 then a camera-motion LoRA with `svd train-lora`.
 
-    python -m svdcli.demo_recipe --out demo-build              # the recipe (see docs/demo-model.md)
-    python -m svdcli.demo_recipe --out /tmp/quick --scale 0.02  # a smoke run: every stage, few steps
-    python -m svdcli.demo_recipe --out /tmp/lora --lora-on svdcli/demo/svd-demo.safetensors  # stage 4 alone
+    python -m svdcli.demo.recipe --out demo-build              # the recipe (see docs/demo-model.md)
+    python -m svdcli.demo.recipe --out /tmp/quick --scale 0.02  # a smoke run: every stage, few steps
+    python -m svdcli.demo.recipe --out /tmp/lora --lora-on svdcli/demo/svd-demo.safetensors  # stage 4 alone
 
 Stages:
 1. Autoencoder: encoder + temporal decoder trained on procedural clips (vae_train.py), then its latent scale
@@ -28,21 +28,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loader import LoadedModel
-from .models.clip import CLIPConfig, ImageEncoder
-from .models.init import random_init
-from .models.unet import VideoUNet
-from .models.vae import VAE, VAEConfig
-from .motion import clip_motion
-from .outputs import write_mp4
-from .presets import Preset
+from ..checkpoints.loader import LoadedModel
+from ..models.clip import CLIPConfig, ImageEncoder
+from ..models.init import random_init
+from ..models.unet import VideoUNet
+from ..models.vae import VAE, VAEConfig
+from ..video.motion import clip_motion
+from ..media.outputs import write_mp4
+from ..checkpoints.presets import Preset
 from .procedural import BASE_CAMERAS, random_clip
-from .runtime import resolve_device
-from .saving import save_single_file
-from .train import Trainer, TrainSettings, seed_of
-from .trainset import DataSettings, encode_arrays
-from .variants import ARCHITECTURES
-from .vae_train import (VAETrainSettings, box_codec_start, calibrate_latent_scale, new_vae, procedural_clips,
+from ..runtime.devices import resolve_device
+from ..checkpoints.saving import save_single_file
+from ..training.trainer import Trainer, TrainSettings, seed_of
+from ..training.data import DataSettings, encode_arrays
+from ..checkpoints.architectures import ARCHITECTURES
+from .autoencoder import (VAETrainSettings, box_codec_start, calibrate_latent_scale, new_vae, procedural_clips,
                         train_vae)
 
 # norm_groups 8: the reference's 32 GroupNorm groups at a quarter of its narrowest widths would hold one channel
@@ -116,7 +116,7 @@ class Recipe:
 
 
 def demo_preset(weights: Path | None = None) -> Preset:
-    from .presets import load_preset
+    from ..checkpoints.presets import load_preset
 
     p = load_preset("demo")
     return replace(p, weights=str(weights)) if weights else p
@@ -227,7 +227,7 @@ def record_files(report: dict, out: Path) -> dict:
 def train_zoom_lora(r: Recipe, weights: Path, out: Path, device: torch.device, note=lambda _: None) -> dict:
     """Stage 4, with the train-lora command's own code path: procedural zoom clips written as MP4s, curated and
     trained on; writes out/demo-zoom.safetensors. Depends only on the base file's bytes and the lora_ settings."""
-    from .train_lora import Job, run
+    from ..training.lora_job import Job, run
 
     t0 = time.perf_counter()
     size = (r.height, r.width)

@@ -54,7 +54,7 @@ def package_file(spec: str) -> Path:
     path = Path(str(importlib.resources.files("svdcli"))) / spec.removeprefix(PACKAGE)
     if not path.is_file():
         raise WeightsError(f"{path}: not in this installation (the demo model is built by "
-                           "`python -m svdcli.demo_recipe --out DIR --install`; see docs/demo-model.md)")
+                           "`python -m svdcli.demo.recipe --out DIR --install`; see docs/demo-model.md)")
     return path
 
 

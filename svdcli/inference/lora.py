@@ -5,7 +5,7 @@ weights are not touched (whatever their storage dtype, fp8 and int8 included), s
 and several LoRAs add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
 (rank, in) for a Linear, (rank, in, *kernel) for a convolution, which A applies with the layer's stride and padding;
 `<module>.lora_B.weight`, (out, rank) or (out, rank, 1, ...)) and record what they were made for in the
-`svdcli.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
+`svdcli.inference.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
 `base_model.model.<path>.lora_A.weight`, `.lora.down/.lora.up`) are accepted too.
 """
 
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 import torch.nn.utils.parametrize
 from torch import Tensor, nn
 
-from . import keymaps
-from .safetensors_io import CheckpointError, SafetensorsFile
-from .variants import Architecture
+from ..checkpoints import diffusers_keys as keymaps
+from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from ..checkpoints.architectures import Architecture
 
-META_KEY = "svdcli.lora"
+META_KEY = "svdcli.inference.lora"
 # Cross-attention attends to a single CLIP token, so its softmax is exactly 1 whatever the query and key: attn2's
 # to_q and to_k have no effect (and would get no gradient), and are never targets.
 _PROJECTIONS = r"\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_v|to_out\.0))$"
@@ -62,7 +62,7 @@ def parse_spec(spec: str) -> tuple[str, float]:
     path, sep, scale = spec.rpartition(":")
     path, scale = (path, float(scale)) if sep and re.fullmatch(r"-?\d+(\.\d+)?", scale) else (spec, 1.0)
     if path in SHIPPED and not Path(path).exists():
-        from .weights import WeightsError, package_file
+        from ..checkpoints.weights import WeightsError, package_file
 
         try:
             path = str(package_file(SHIPPED[path]))
@@ -74,7 +74,7 @@ def parse_spec(spec: str) -> tuple[str, float]:
 def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
     """diffusers module path -> our module path, for every Linear and convolution of the U-Net (from the one key
     table)."""
-    from .loader import _meta_modules
+    from ..checkpoints.loader import _meta_modules
 
     out = {}
     unet = _meta_modules(arch)["unet"]
@@ -87,7 +87,7 @@ def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
 
 def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) -> Lora:
     """variant: the preset in use; a LoRA trained on another built-in variant (svd vs svd-xt, ...) is refused."""
-    from .presets import builtin_names
+    from ..checkpoints.presets import builtin_names
 
     f = SafetensorsFile(path)
     meta = json.loads(f.metadata.get(META_KEY, "{}"))
@@ -260,7 +260,7 @@ def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
 def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: Architecture, alpha: float,
               **meta) -> None:
     """Our file format (used by train-lora and the tests)."""
-    from .saving import _write
+    from ..checkpoints.saving import _write
 
     tensors = {}
     for name, (a, b) in pairs.items():

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import keymaps
+from . import diffusers_keys as keymaps
 from .loader import LoadedModel, model_metadata
-from .variants import Architecture
+from .architectures import Architecture
 
 
 def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .loader import LoadedModel
-from .models.layers import timestep_embedding
+from ..checkpoints.loader import LoadedModel
+from ..models.layers import timestep_embedding
 from .decoding import Decoded, decode_latents
 from .flops import unet_call_flops
-from .offload import MODES, ModelOffload, SequentialOffload, unet_blocks
-from .quantize import has_stored_weights
-from .runtime import synchronize
+from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
+from ..runtime.quantize import has_stored_weights
+from ..runtime.devices import synchronize
 from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
 # (stage, done, total). Stages: "encode", "sample-flops" (sent once before sampling: done = FLOPs of one step,

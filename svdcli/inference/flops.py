@@ -5,7 +5,7 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.unet import UNetConfig, VideoUNet
+from ..models.unet import UNetConfig, VideoUNet
 
 
 @lru_cache(maxsize=32)  # a batch asks again for every clip of the same shape

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from . import __version__
+from .. import __version__
 from .decoding import DecodeOutOfMemory, decode_latents
-from .images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
-from .interpolate import MAX_RATIO, interpolate
-from .outputs import FORMATS, apply_watermark, atomic_path, can_watermark, latents_path, ping_pong, write_video
+from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
+from ..video.interpolate import MAX_RATIO, interpolate
+from ..media.outputs import FORMATS, apply_watermark, atomic_path, can_watermark, latents_path, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
-from .presets import Preset
-from .safetensors_io import CheckpointError, SafetensorsFile
+from ..checkpoints.presets import Preset
+from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .outputs import remove_partials, sidecar_path
+from ..media.outputs import remove_partials, sidecar_path
 
 IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff", "*.gif")
 # Per-item settings a job file may override, with their types (CLI flag names with dashes as underscores).

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .curate import ClipRecord
-from .images import fit, to_tensor
-from .loader import LoadedModel
-from .models.vae import SCALE_FACTOR
-from .motion import FRAME_SUFFIXES, LABELS, VideoError
+from ..video.curate import ClipRecord
+from ..media.images import fit, to_tensor
+from ..checkpoints.loader import LoadedModel
+from ..models.vae import SCALE_FACTOR
+from ..video.motion import FRAME_SUFFIXES, LABELS, VideoError
 
 # --motion values: a group of curate's camera labels, a single label, or any.
 MOTION_GROUPS = {"zoom": ("zoom-in", "zoom-out"), "pan": ("pan-left", "pan-right"), "tilt": ("tilt-up", "tilt-down"),
@@ -237,7 +237,7 @@ def encode_arrays(model: LoadedModel, clips: list[np.ndarray], fps: list[float],
 
 
 def save_cache(cache: WindowCache, path: Path, key: str) -> None:
-    from .saving import _write
+    from ..checkpoints.saving import _write
 
     tensors = {"latents": cache.latents, "clip": cache.clip, "cond": cache.cond, "cond_aug": cache.cond_aug,
                "fps_id": cache.fps_id, "motion": cache.motion}
@@ -246,7 +246,7 @@ def save_cache(cache: WindowCache, path: Path, key: str) -> None:
 
 def load_cache(path: Path, key: str) -> WindowCache | None:
     """The cache at path if it was made from the same windows, settings and weights; else None."""
-    from .safetensors_io import CheckpointError, SafetensorsFile
+    from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 
     try:
         f = SafetensorsFile(path)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .models.vae import SCALE_FACTOR, VAE
-from .runtime import free_memory, is_out_of_memory
+from ..models.vae import SCALE_FACTOR, VAE
+from ..runtime.devices import free_memory, is_out_of_memory
 
 # Peak bytes of the temporal decoder, in full-resolution maps of the decoder's finest width (128 channels for SVD)
 # per decoded frame: live tensors at their peak, measured at 256x256 to 2048x1152 and 1 to 25 frames, the same at

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .variants import ARCHITECTURES
+from .architectures import ARCHITECTURES
 
 
 class PresetError(ValueError):

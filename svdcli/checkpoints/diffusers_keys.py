@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .models.clip import CLIPConfig
-from .models.unet import UNetConfig
-from .models.vae import VAEConfig
+from ..models.clip import CLIPConfig
+from ..models.unet import UNetConfig
+from ..models.vae import VAEConfig
 
 
 def _same(ts: list[torch.Tensor]) -> torch.Tensor:

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import torch
 
-from .curate import ClipRecord, CurateSettings, curate
-from .generation import to_uint8
-from .images import fit, load_image, to_tensor
-from .loader import load
-from .outputs import write_video
-from .pipeline import SamplingSettings, VideoPipeline
-from .presets import Preset
-from .runtime import resolve_device, resolve_dtype
-from .train import Dist, Trainer, TrainSettings, TrainingError, seed_of
-from .trainset import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
+from ..video.curate import ClipRecord, CurateSettings, curate
+from ..inference.generation import to_uint8
+from ..media.images import fit, load_image, to_tensor
+from ..checkpoints.loader import load
+from ..media.outputs import write_video
+from ..inference.pipeline import SamplingSettings, VideoPipeline
+from ..checkpoints.presets import Preset
+from ..runtime.devices import resolve_device, resolve_dtype
+from .trainer import Dist, Trainer, TrainSettings, TrainingError, seed_of
+from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        read_frames, save_cache, select_clips, summary)
-from .weights import weights_sha256
+from ..checkpoints.weights import weights_sha256
 
 MANIFEST = "curate.jsonl"
 
@@ -85,7 +85,7 @@ def clip_records(job: Job, d: Dist, note: Callable[[str], None]) -> list[ClipRec
         for src, e in errors:
             note(f"skipped: {e}")
         job.work_dir.mkdir(parents=True, exist_ok=True)
-        from .outputs import atomic_path
+        from ..media.outputs import atomic_path
 
         with atomic_path(target) as tmp:
             tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))

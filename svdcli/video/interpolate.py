@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import __version__
+from .. import __version__
 from .motion import flow, read_clip
-from .outputs import sidecar_path
+from ..media.outputs import sidecar_path
 
 MAX_RATIO = 16  # more than 16 new frames per source frame: slow motion, not smoothing, and memory grows with it
 WORK_PIXELS = 100_000  # flow is computed on a copy of the frames shrunk to at most this many pixels

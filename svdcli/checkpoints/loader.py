@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import keymaps
-from .quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
-from .models.clip import CLIPConfig, ImageEncoder
-from .models.init import random_tensor
-from .models.unet import UNetConfig, VideoUNet
-from .models.vae import VAE, VAEConfig
+from . import diffusers_keys as keymaps
+from ..runtime.quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
+from ..models.clip import CLIPConfig, ImageEncoder
+from ..models.init import random_tensor
+from ..models.unet import UNetConfig, VideoUNet
+from ..models.vae import VAE, VAEConfig
 from .safetensors_io import CheckpointError, SafetensorsFile, refuse_pickle
-from .variants import ARCHITECTURES, RELEASED_FILES, UNET_PREFIX, Architecture
+from .architectures import ARCHITECTURES, RELEASED_FILES, UNET_PREFIX, Architecture
 
 META_KEY = "svdcli.config"  # our own files record what shapes cannot say (attention head widths, architecture)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

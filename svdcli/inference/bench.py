@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__
+from .. import __version__
 from .generation import Engine, build_engine, resolve_options
-from .loader import LoadedModel, architecture_of, load, random_model
-from .offload import MODES
-from .peak_memory import TensorBytes
-from .presets import Preset
-from .quantize import WEIGHT_DTYPES, import_bitsandbytes, weight_bytes
-from .runtime import DTYPES, attention_slice_for, free_memory, is_out_of_memory, synchronize
-from .variants import ARCHITECTURES
+from ..checkpoints.loader import LoadedModel, architecture_of, load, random_model
+from ..runtime.offload import MODES
+from ..runtime.peak_memory import TensorBytes
+from ..checkpoints.presets import Preset
+from ..runtime.quantize import WEIGHT_DTYPES, import_bitsandbytes, weight_bytes
+from ..runtime.devices import DTYPES, attention_slice_for, free_memory, is_out_of_memory, synchronize
+from ..checkpoints.architectures import ARCHITECTURES
 
 GIB = 1024**3
 # Dense (no sparsity) tensor-core peak for 16-bit inputs with float32 accumulation, TFLOP/s, from the vendors' data
@@ -277,7 +277,7 @@ def run_config(settings: BenchSettings, config: BenchConfig, note: Callable[[str
 
 
 def _preset_weights(preset: Preset) -> Path:
-    from .weights import package_file
+    from ..checkpoints.weights import package_file
 
     return package_file(preset.weights) if preset.weights.startswith("package:") else Path(preset.weights)
 
@@ -366,7 +366,7 @@ def diffusers_pipeline(model: LoadedModel):
     import diffusers
     import transformers
 
-    from .saving import diffusers_configs, diffusers_state_dicts
+    from ..checkpoints.saving import diffusers_configs, diffusers_state_dicts
 
     diffusers.utils.logging.set_verbosity_error()  # notices about casting and processors: not the user's concern
     transformers.utils.logging.set_verbosity_error()
