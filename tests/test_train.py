@@ -179,7 +179,7 @@ def test_train_resume_and_the_output_file(workspace, tmp_path):
     # The file: our naming, metadata, and the same change to the U-Net as the trained peft layers.
     from svdcli.checkpoints.safetensors_io import SafetensorsFile
 
-    meta = json.loads(SafetensorsFile(workspace / "full.safetensors").metadata["svdcli.inference.lora"])
+    meta = json.loads(SafetensorsFile(workspace / "full.safetensors").metadata["svdcli.lora"])
     assert meta["motion"] == "zoom" and meta["variant"] == "svd" and meta["rank"] == 4 and meta["steps"] == 6
     assert meta["targets"] == "temporal" and meta["data"]["windows"] == full["data"]["windows"]
     model = tiny_model("svd", seed=1)

@@ -1,11 +1,11 @@
 """LoRA files: applying low-rank updates to the U-Net's linear and convolution layers at run time.
 
 Each targeted layer gets y += scale · (alpha / rank) · B(A(x)) through a forward hook (LowRankUpdate), so the base
-weights are not touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model,
-and several LoRAs add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`, shape
-(rank, in) for a Linear, (rank, in, *kernel) for a convolution, which A applies with the layer's stride and padding;
-`<module>.lora_B.weight`, (out, rank) or (out, rank, 1, ...)) and record what they were made for in the
-`svdcli.inference.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
+weights are not touched (whatever their storage dtype, fp8 and int8 included), scale 0 is exactly the base model, and
+several LoRAs add up. Our files name each pair after the module in the single-file layout (`<module>.lora_A.weight`,
+shape (rank, in) for a Linear, (rank, in, *kernel) for a convolution, which A applies with the layer's stride and
+padding; `<module>.lora_B.weight`, (out, rank) or (out, rank, 1, ...)) and record what they were made for in the
+`svdcli.lora` metadata. Files in the diffusers/peft naming of the SVD U-Net (`unet.<path>.lora_A.weight`,
 `base_model.model.<path>.lora_A.weight`, `.lora.down/.lora.up`) are accepted too.
 """
 
@@ -24,7 +24,7 @@ from ..checkpoints import diffusers_keys as keymaps
 from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..checkpoints.architectures import Architecture
 
-META_KEY = "svdcli.inference.lora"
+META_KEY = "svdcli.lora"
 # Cross-attention attends to a single CLIP token, so its softmax is exactly 1 whatever the query and key: attn2's
 # to_q and to_k have no effect (and would get no gradient), and are never targets.
 _PROJECTIONS = r"\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_v|to_out\.0))$"

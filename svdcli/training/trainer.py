@@ -36,7 +36,7 @@ from ..inference.sampling import Scalings
 from ..checkpoints.saving import _write
 from .data import WindowCache, motion_bucket_for
 
-TRAIN_KEY = "svdcli.training.trainer"
+TRAIN_KEY = "svdcli.train"
 SAVE_DTYPES = {k: DTYPES[k] for k in ("fp32", "fp16", "bf16")}  # a LoRA file's precision
 
 

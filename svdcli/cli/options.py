@@ -1,0 +1,148 @@
+"""What `svd generate` and `svd batch` share: the option definitions and opening the engine."""
+
+import typer
+
+from .app import fail, note
+
+# Sampling settings (None: the preset's value).
+PRESET = typer.Option(None, help="Preset name (svd, svd-xt, svd-xt-1.1, demo, ...) or a YAML file. Default: "
+                                  "svd-xt when its weights are downloaded or --weights is given, else the built-in "
+                                  "demo model.")
+WEIGHTS = typer.Option(None, help="Checkpoint file, diffusers folder, or hub repo id in the local cache. "
+                                  "Default: the preset's weights from the hub cache.")
+FRAMES = typer.Option(None, help="Number of frames (preset: 14 for SVD, 25 for SVD-XT).")
+STEPS = typer.Option(None, help="Denoising steps.")
+FPS = typer.Option(None, help="Playback rate of the file. The model is conditioned on fps - 1 (the reference's "
+                              "convention; diffusers uses it too).")
+FPS_ID = typer.Option(None, "--fps-id", help="Raw fps conditioning value, for experts (default fps - 1).")
+MOTION = typer.Option(None, help="Motion bucket id: more motion when higher (trained 0-255; default 127).")
+NOISE_AUG = typer.Option(None, "--noise-aug", help="Noise added to the conditioning image (0.02).")
+CFG_MIN = typer.Option(None, "--cfg-min", help="Guidance scale of the first frame.")
+CFG_MAX = typer.Option(None, "--cfg-max", help="Guidance scale of the last frame.")
+SIZE = typer.Option(None, help="WIDTHxHEIGHT in multiples of 64, or auto (keep the image's aspect at the preset's "
+                               "pixel count). Default: the preset's trained size.")
+RESIZE = typer.Option("crop", help="Fit the image by crop (cover, centre-crop), pad or stretch.")
+DECODE_CHUNK = typer.Option(None, "--decode-chunk", help="Frames decoded at once (lower: less memory), or auto: "
+                            "the most that fit in free memory (the presets' default). Out of memory, decoding "
+                            "retries with fewer frames, then in tiles.")
+FORMAT = typer.Option("mp4", "--format", help="mp4, gif, webp, or png (a folder of frames).")
+QUALITY = typer.Option(8.0, help="MP4 quality, 0-10.")
+LOOP = typer.Option(False, "--loop", help="Ping-pong: play forward then backward.")
+INTERPOLATE = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow interpolation "
+                           "(svd interpolate): 25 frames at --fps 6 with N = 4 become 97 at 24 fps. The model is "
+                           "still conditioned on --fps.")
+NO_WATERMARK = typer.Option(False, "--no-watermark", help="Skip the reference's invisible watermark.")
+# How it runs.
+DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
+DTYPE = typer.Option("auto", help="Compute dtype: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")
+DECODE_OVERLAP = typer.Option(4, "--decode-overlap", help="Frames shared by neighbouring decode chunks, "
+                              "cross-faded to hide the seams; 0 decodes disjoint chunks like the reference.")
+OFFLOAD = typer.Option("none", help="none, model (each component on the GPU only for its phase) or sequential "
+                                    "(U-Net blocks streamed to the GPU one ahead of use).")
+ATTENTION_SLICE = typer.Option("auto", "--attention-slice", help="Tokens per transformer slice: auto (sliced when "
+                               "memory is short), none, or a number. Same results.")
+COMPILE = typer.Option(False, "--compile", help="Compile the U-Net with torch.compile: minutes once per shape, "
+                                                "then faster steps on GPUs. Not with --offload sequential.")
+WEIGHTS_DTYPE = typer.Option(None, "--weights-dtype", help="How the U-Net and image encoder weights are stored: "
+                             "fp32, fp16, bf16, fp8 (1 byte, any device) or int8 (bitsandbytes). Default: the "
+                             "compute dtype.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress, notes or warnings on stderr.")
+LORA = typer.Option(None, "--lora", help="A LoRA file, optionally with a scale (FILE:0.8); repeatable.")
+SAVE_LATENTS = typer.Option(False, "--save-latents", help="Also write the sampled latents to "
+                            "NAME.latents.safetensors beside the output, to decode again with `svd decode` (other "
+                            "settings, another device). Written anyway when decoding runs out of memory.")
+
+
+def default_preset(name: str | None, weights: str | None, quiet: bool):
+    """The preset to use: the one named; else svd-xt when its weights are here (or --weights is given); else the
+    built-in demo model, said in one line with the command that fetches the real one."""
+    from ..checkpoints.presets import PresetError, load_preset
+    from ..checkpoints.weights import WeightsError, installed, package_file
+
+    if name:
+        preset = load_preset(name)
+        if preset.architecture == "sv3d_p":  # it needs a camera path, which only multiview makes
+            raise PresetError(f"preset {name} is camera-conditioned SV3D: use `svd multiview IMAGE --preset {name}`")
+        return preset
+    real = load_preset("svd-xt")
+    if weights or installed(real):
+        return real
+    try:
+        package_file(load_preset("demo").weights)
+    except WeightsError:
+        return real  # an installation without the demo model: the error says how to get the real one
+    note("using the built-in demo model (tiny, trained on procedural clips); `svd download svd-xt` fetches the "
+         "real SVD-XT", quiet)
+    return load_preset("demo")
+
+
+def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,
+                    decode_overlap: int, quiet: bool, compile: bool = False) -> dict:
+    """Validated engine flags (raises ValueError with a one-line message)."""
+    from ..runtime.offload import MODES
+    from ..runtime.quantize import WEIGHT_DTYPES, check_int8
+    from ..runtime.devices import attention_slice_for, free_memory, resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if offload not in MODES:
+        raise ValueError(f"--offload {offload}: choose one of {', '.join(MODES)}")
+    if compile and offload == "sequential":  # refused on every machine, so that a script fails the same everywhere
+        raise ValueError("--compile cannot be combined with --offload sequential (the U-Net's weights change at "
+                         "every block); use --offload model with --compile, or sequential without it")
+    if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"--weights-dtype {weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
+    if weights_dtype == "int8":
+        check_int8(dev)
+    if decode_overlap < 0:
+        raise ValueError("--decode-overlap must not be negative")
+    if attention_slice == "auto":
+        max_tokens = attention_slice_for(free_memory(dev))
+    elif attention_slice == "none":
+        max_tokens = None
+    elif attention_slice.isdigit() and int(attention_slice) > 0:
+        max_tokens = int(attention_slice)
+    else:
+        raise ValueError(f"--attention-slice {attention_slice}: auto, none, or a positive number of tokens")
+    if offload != "none" and dev.type == "cpu":
+        note(f"note: --offload {offload} has no effect without an accelerator", quiet)
+        offload = "none"
+    return {"device": dev, "dtype": dt, "offload": offload, "weights_dtype": weights_dtype, "max_tokens": max_tokens,
+            "decode_overlap": decode_overlap}
+
+
+def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: list[str] | None = None):
+    """Load the weights and build the engine; a bad checkpoint or LoRA ends the command with one line."""
+    from ..inference.generation import build_engine
+    from ..checkpoints.loader import load
+    from ..inference.lora import LoraError
+    from ..checkpoints.safetensors_io import CheckpointError
+    from ..checkpoints.weights import weights_sha256
+
+    try:
+        model = load(weights_path, device=e["device"] if e["offload"] == "none" else "cpu", dtype=e["dtype"],
+                     architecture=preset.architecture, weights_dtype=e["weights_dtype"], progress=progress)
+        return build_engine(preset, model, weights_path, weights_sha256(model.files), e["device"], e["dtype"],
+                            e["offload"], e["decode_overlap"], e["max_tokens"], compile, loras or [])
+    except (CheckpointError, LoraError) as err:
+        fail(str(err))
+
+
+def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark: bool, seed: int | None,
+             quiet: bool) -> int:
+    """What generate and multiview say before the model loads: the warnings, why frames go without the invisible
+    watermark, and the seed (drawn here when not given, so a run can be repeated). Returns the seed."""
+    import secrets
+
+    from ..media.outputs import can_watermark
+
+    for w in warnings:
+        note(f"warning: {w}", quiet)
+    if not no_watermark and not o.watermark:
+        note("note: invisible-watermark is not installed; writing without the watermark", quiet)
+    elif o.watermark and not can_watermark(*picture_size):
+        note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        note(f"seed {seed}", quiet)
+    return seed
