@@ -186,3 +186,16 @@ def test_generate_with_lora(model, tmp_path):
     r = subprocess.run(base + ["--lora", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "p.mp4")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.mp4").exists()
+
+
+def test_the_shipped_lora_file_is_read_with_its_metadata():
+    """The file format's metadata key is fixed: the LoRA shipped with the package (written by an earlier version)
+    is read with its motion, rank and alpha."""
+    from svdcli.checkpoints.loader import architecture_of
+    from svdcli.checkpoints.weights import package_file
+    from svdcli.inference.lora import parse_spec, read_lora
+
+    arch = architecture_of(package_file("package:demo/svd-demo.safetensors"))
+    lora = read_lora(parse_spec("demo-zoom")[0], arch, "demo")
+    assert lora.meta["motion"] == "zoom" and lora.meta["architecture"] == "svd"
+    assert (lora.rank, lora.alpha) == (16, 24.0)
