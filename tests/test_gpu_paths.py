@@ -55,7 +55,7 @@ def test_an_explicit_gpu_index_is_kept_and_checked(fake_cuda, monkeypatch):
 
 def test_batch_under_torchrun_maps_ranks_to_gpus(fake_cuda, monkeypatch):
     """svd batch's engine settings put rank r on cuda:LOCAL_RANK for --device cuda too (it did for auto only)."""
-    from svdcli.cli.common import engine_settings
+    from svdcli.cli.options import engine_settings
 
     monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 1024**3)
     for local in range(4):

@@ -101,7 +101,7 @@ def test_an_error_after_an_interrupt_is_reported_as_the_interrupt(tmp_path):
 import os, signal, sys
 from svdcli.runtime.interrupts import interrupt_on_sigterm
 interrupt_on_sigterm()
-from svdcli.cli import command, app
+from svdcli.cli.app import app, command
 import svdcli.runtime.interrupts as interrupts
 
 @command("nothing to resume", name="fake")

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 
@@ -39,15 +40,17 @@ def batch(
     force: bool = typer.Option(False, "--force", help="Redo items whose output already exists."),
     shard: str = typer.Option(None, help="i/n: do only this share of the items (0 <= i < n), for job arrays. Under "
                                          "torchrun the rank and world size are used."),
-    preset: str = c.PRESET, weights: str = c.WEIGHTS, frames: int = c.FRAMES, steps: int = c.STEPS, fps: int = c.FPS,
-    fps_id: int = c.FPS_ID, motion: int = c.MOTION, noise_aug: float = c.NOISE_AUG, cfg_min: float = c.CFG_MIN,
-    cfg_max: float = c.CFG_MAX, size: str = c.SIZE, resize: str = c.RESIZE, decode_chunk: str = c.DECODE_CHUNK,
-    decode_overlap: int = c.DECODE_OVERLAP, offload: str = c.OFFLOAD, attention_slice: str = c.ATTENTION_SLICE,
-    compile: bool = c.COMPILE, weights_dtype: str = c.WEIGHTS_DTYPE, device: str = c.DEVICE, dtype: str = c.DTYPE,
-    fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP, no_watermark: bool = c.NO_WATERMARK,
-    interpolate: int = c.INTERPOLATE,
+    preset: str = options.PRESET, weights: str = options.WEIGHTS, frames: int = options.FRAMES,
+    steps: int = options.STEPS, fps: int = options.FPS, fps_id: int = options.FPS_ID, motion: int = options.MOTION,
+    noise_aug: float = options.NOISE_AUG, cfg_min: float = options.CFG_MIN, cfg_max: float = options.CFG_MAX,
+    size: str = options.SIZE, resize: str = options.RESIZE, decode_chunk: str = options.DECODE_CHUNK,
+    decode_overlap: int = options.DECODE_OVERLAP, offload: str = options.OFFLOAD,
+    attention_slice: str = options.ATTENTION_SLICE, compile: bool = options.COMPILE,
+    weights_dtype: str = options.WEIGHTS_DTYPE, device: str = options.DEVICE, dtype: str = options.DTYPE,
+    fmt: str = options.FORMAT, quality: float = options.QUALITY, loop: bool = options.LOOP,
+    no_watermark: bool = options.NO_WATERMARK, interpolate: int = options.INTERPOLATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per item on stdout."),
-    quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
+    quiet: bool = options.QUIET, lora: list[str] = options.LORA, save_latents: bool = options.SAVE_LATENTS,
 ):
     """Generate a video for every image of a folder or job file, loading the model once."""
     from ..inference.batch import IMAGE_GLOBS, BatchError, in_shard, read_items, run_batch
@@ -60,11 +63,11 @@ def batch(
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
              "fmt": fmt, "loop": loop, "quality": quality, "interpolate": interpolate}
     try:
-        p = c.default_preset(preset, weights, quiet)
+        p = options.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()
         resolve_options(p, **flags, watermark=watermark)  # the batch-wide settings must be valid
         index, count = _shard(shard)
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
                               compile)
         items = [it for it in read_items(source, recursive, tuple(glob) if glob else IMAGE_GLOBS)
                  if in_shard(it.key, index, count)]
@@ -95,7 +98,7 @@ def batch(
     try:
         with ProgressView(err, quiet) as progress:
             progress("items", 0, len(items))
-            engine = c.open_engine(p, weights_path, e, compile, progress, lora)
+            engine = options.open_engine(p, weights_path, e, compile, progress, lora)
             run_batch(items, out, name, seed, force, fmt, make, on_item, rank=index)
     except BatchError as x:
         fail(str(x))

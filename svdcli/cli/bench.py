@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from . import command, common as c, fail, note
+from . import options
+from .app import command, fail, note
 
 CPU_SIZE, CPU_FRAMES = (128, 128), 3  # a CPU runs the full architecture too, at a size that takes minutes
 
@@ -21,14 +22,14 @@ def bench(
                                       "estimate scales to the preset's step count."),
     configs: list[str] = typer.Option(None, "--configs", help="OFFLOAD:WEIGHTS:DTYPE[:compile], repeatable, e.g. "
                                       "sequential:fp8:bf16. Default: a matrix for this device."),
-    device: str = c.DEVICE,
+    device: str = options.DEVICE,
     vram: float = typer.Option(None, "--vram", help="Emulate a card with this many GB (CUDA): the allocator is "
                                                     "capped there, and so is what the engine sees as free."),
     compare_diffusers: bool = typer.Option(False, "--compare-diffusers", help="Also time diffusers' "
                                            "StableVideoDiffusionPipeline on the same weights (needs diffusers)."),
     seed: int = typer.Option(0, help="Seed of the weights and the noise."),
     json_file: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
-    quiet: bool = c.QUIET,
+    quiet: bool = options.QUIET,
 ):
     """Time and memory of each way of running on this machine, and the fastest that fits."""
     from ..inference.bench import BenchConfig, BenchError, BenchSettings, default_configs, run_bench

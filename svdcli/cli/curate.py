@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import command, fail, note
+from .app import command, fail, note
 
 
 @command("no manifest was written")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 SUFFIX = ".latents.safetensors"
@@ -22,12 +23,12 @@ def decode(
     quality: float = typer.Option(None, help="MP4 quality, 0-10. Default: the run's."),
     weights: str = typer.Option(None, help="The checkpoint to take the VAE from. Default: the weights the clip was "
                                            "sampled with, as recorded in the file."),
-    device: str = c.DEVICE, decode_chunk: str = c.DECODE_CHUNK,
+    device: str = options.DEVICE, decode_chunk: str = options.DECODE_CHUNK,
     decode_overlap: int = typer.Option(None, "--decode-overlap", help="Frames shared by neighbouring decode chunks. "
                                                                       "Default: the run's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET,
+    quiet: bool = options.QUIET,
 ):
     """Finish a clip from its saved latents, on any device: the frames its run would have written."""
     import dataclasses

@@ -7,27 +7,30 @@ from pathlib import Path
 
 import typer
 
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 
 @command("no output was written")
 def generate(
     image: Path = typer.Argument(..., help="Input image (any format Pillow reads)."),
-    preset: str = c.PRESET, weights: str = c.WEIGHTS, frames: int = c.FRAMES, steps: int = c.STEPS,
+    preset: str = options.PRESET, weights: str = options.WEIGHTS, frames: int = options.FRAMES,
+    steps: int = options.STEPS,
     seed: int = typer.Option(None, help="Seed; the same seed gives the same video on any device. Default: random."),
-    fps: int = c.FPS, fps_id: int = c.FPS_ID, motion: int = c.MOTION, noise_aug: float = c.NOISE_AUG,
-    cfg_min: float = c.CFG_MIN, cfg_max: float = c.CFG_MAX, size: str = c.SIZE, resize: str = c.RESIZE,
-    decode_chunk: str = c.DECODE_CHUNK, decode_overlap: int = c.DECODE_OVERLAP, offload: str = c.OFFLOAD,
-    attention_slice: str = c.ATTENTION_SLICE, compile: bool = c.COMPILE, weights_dtype: str = c.WEIGHTS_DTYPE,
-    device: str = c.DEVICE, dtype: str = c.DTYPE,
+    fps: int = options.FPS, fps_id: int = options.FPS_ID, motion: int = options.MOTION,
+    noise_aug: float = options.NOISE_AUG, cfg_min: float = options.CFG_MIN, cfg_max: float = options.CFG_MAX,
+    size: str = options.SIZE, resize: str = options.RESIZE, decode_chunk: str = options.DECODE_CHUNK,
+    decode_overlap: int = options.DECODE_OVERLAP, offload: str = options.OFFLOAD,
+    attention_slice: str = options.ATTENTION_SLICE, compile: bool = options.COMPILE,
+    weights_dtype: str = options.WEIGHTS_DTYPE, device: str = options.DEVICE, dtype: str = options.DTYPE,
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
-    fmt: str = c.FORMAT, quality: float = c.QUALITY, loop: bool = c.LOOP,
-    interpolate: int = c.INTERPOLATE,
+    fmt: str = options.FORMAT, quality: float = options.QUALITY, loop: bool = options.LOOP,
+    interpolate: int = options.INTERPOLATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
-    no_watermark: bool = c.NO_WATERMARK,
+    no_watermark: bool = options.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET, lora: list[str] = c.LORA, save_latents: bool = c.SAVE_LATENTS,
+    quiet: bool = options.QUIET, lora: list[str] = options.LORA, save_latents: bool = options.SAVE_LATENTS,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
     from ..inference.generation import OptionsError, prepare_image, resolve_options
@@ -38,13 +41,13 @@ def generate(
 
     started = time.perf_counter()
     try:
-        p = c.default_preset(preset, weights, quiet)
+        p = options.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()
         o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
                                       resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
                                       watermark=watermark, quality=quality, interpolate=interpolate)
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
                               compile)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
         target = output_path(out, image.stem, o.format, overwrite)
@@ -52,9 +55,9 @@ def generate(
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
         fail(str(x))
-    seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
+    seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
-        engine = c.open_engine(p, weights_path, e, compile, progress, lora)
+        engine = options.open_engine(p, weights_path, e, compile, progress, lora)
         meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents)
     seconds = time.perf_counter() - started
     sidecar = sidecar_path(target, o.format)

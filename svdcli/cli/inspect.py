@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..checkpoints.safetensors_io import CheckpointError
-from . import command, err, fail
+from .app import command, err, fail
 from .progress import ProgressView
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 SUFFIX_FORMATS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}
@@ -27,10 +28,10 @@ def interpolate(
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
     fmt: str = typer.Option(None, "--format", help="mp4, gif, webp, or png (a folder of frames). Default: from "
                                                    "--out's extension, else the input's (mp4 for other videos)."),
-    quality: float = c.QUALITY,
+    quality: float = options.QUALITY,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET,
+    quiet: bool = options.QUIET,
 ):
     """Raise the frame rate of a clip with optical-flow interpolation (no downloaded weights)."""
     from ..video.interpolate import InterpolateError, metadata, read_source, resolve_ratio

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 
@@ -18,7 +19,7 @@ def multiview(
     preset: str = typer.Option(None, help="sv3d-u (no camera input) or sv3d-p (camera-conditioned), or a YAML "
                                           "preset of either. Default: sv3d-p when a camera flag is given, else "
                                           "sv3d-u."),
-    weights: str = c.WEIGHTS,
+    weights: str = options.WEIGHTS,
     elevation: float = typer.Option(None, help="SV3D_p: camera elevation of every view, degrees above the object's "
                                                "equator (default 10, the reference's)."),
     elevations: str = typer.Option(None, help="SV3D_p: one elevation per view (21 values, comma-separated)."),
@@ -33,30 +34,30 @@ def multiview(
     radius: float = typer.Option(None, help="Camera distance from the object's centre written to transforms.json "
                                             "(default 2)."),
     frames: int = typer.Option(None, help="Number of views (SV3D was trained on 21)."),
-    steps: int = c.STEPS,
+    steps: int = options.STEPS,
     seed: int = typer.Option(None, help="Seed; the same seed gives the same views on any device. Default: random."),
-    noise_aug: float = c.NOISE_AUG,
+    noise_aug: float = options.NOISE_AUG,
     cfg_min: float = typer.Option(None, "--cfg-min", help="Guidance at the first and last views (1.0)."),
     cfg_max: float = typer.Option(None, "--cfg-max", help="Guidance at the middle view (2.5)."),
     size: str = typer.Option(None, help="WIDTHxHEIGHT, square, multiples of 64 (default 576x576, the trained size)."),
-    decode_chunk: str = c.DECODE_CHUNK, decode_overlap: int = c.DECODE_OVERLAP, offload: str = c.OFFLOAD,
-    attention_slice: str = c.ATTENTION_SLICE, compile: bool = c.COMPILE, weights_dtype: str = c.WEIGHTS_DTYPE,
-    device: str = c.DEVICE, dtype: str = c.DTYPE,
+    decode_chunk: str = options.DECODE_CHUNK, decode_overlap: int = options.DECODE_OVERLAP,
+    offload: str = options.OFFLOAD, attention_slice: str = options.ATTENTION_SLICE, compile: bool = options.COMPILE,
+    weights_dtype: str = options.WEIGHTS_DTYPE, device: str = options.DEVICE, dtype: str = options.DTYPE,
     out: str = typer.Option(None, help="Output folder. Default: IMAGE-NAME_orbit_NNNN in the current folder; a "
                                        "path ending in / gets a numbered folder inside it."),
     fmt: str = typer.Option("mp4", "--format", help="Orbit video: mp4, gif or webp."),
     fps: int = typer.Option(None, help="Playback rate of the orbit video (default 10)."),
-    quality: float = c.QUALITY,
+    quality: float = options.QUALITY,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
-    no_watermark: bool = c.NO_WATERMARK,
+    no_watermark: bool = options.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
-    quiet: bool = c.QUIET,
+    quiet: bool = options.QUIET,
 ):
     """Turn one object image into views around it with Stable Video 3D, and the camera poses to reconstruct it."""
     from ..inference.generation import OptionsError, resolve_options
     from ..media.images import ImageError
-    from ..inference.multiview import FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make, make_orbit, \
-        prepare_object
+    from ..inference.multiview import (FOV_DEG, OBJECT_RATIO, RADIUS, VIDEO_FORMATS, Camera, OrbitError, make,
+                                       make_orbit, prepare_object)
     from ..media.outputs import OutputError, output_path, refuse_kept_latents, watermark_available
     from ..checkpoints.presets import PresetError, load_preset
     from ..checkpoints.weights import WeightsError, resolve_weights
@@ -80,7 +81,7 @@ def multiview(
         camera = Camera(FOV_DEG if fov is None else fov, RADIUS if radius is None else radius)
         object_ratio = OBJECT_RATIO if object_ratio is None else object_ratio
         camera.check()
-        e = c.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
+        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
                               compile)
         picture = prepare_object(image, o.width, object_ratio)  # checked before the weights are loaded
         target = output_path(out, f"{image.stem}_orbit", "png", overwrite)  # a folder, as for --format png
@@ -90,9 +91,9 @@ def multiview(
         fail(str(x))
     if o.frames != 21:
         warnings.append(f"{o.frames} views: SV3D was trained on 21")
-    seed = c.announce(warnings, o, picture.size, no_watermark, seed, quiet)
+    seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
-        engine = c.open_engine(p, weights_path, e, compile, progress)
+        engine = options.open_engine(p, weights_path, e, compile, progress)
         meta = make(engine, image, picture, o, path, seed, target, camera, object_ratio, progress)
     seconds = time.perf_counter() - started
     if as_json:

@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-LABELS = {"items": "items", "load": "loading weights", "encode": "encoding image", "sample": "denoising", "decode": "decoding",
-          "write": "writing", "cache": "encoding clips", "train": "training", "interpolate": "interpolating"}
+LABELS = {"items": "items", "load": "loading weights", "encode": "encoding image", "sample": "denoising",
+          "decode": "decoding", "write": "writing", "cache": "encoding clips", "train": "training", "interpolate": "interpolating"}
 
 
 class SecondsPerStep(ProgressColumn):

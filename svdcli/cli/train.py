@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from ..runtime.interrupts import Terminated
-from . import command, common as c, err, fail, note
+from . import options
+from .app import command, err, fail, note
 from .progress import ProgressView
 
 
@@ -67,7 +68,7 @@ def train_lora(
     out: Path = typer.Option(None, help="The LoRA file. Default: MOTION.safetensors in the current folder."),
     work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints, cache, log, samples. Default: OUT's name "
                                                            "with -train."),
-    preset: str = c.PRESET, weights: str = c.WEIGHTS,
+    preset: str = options.PRESET, weights: str = options.WEIGHTS,
     frames: int = typer.Option(None, help="Frames per training window (default: the preset's)."),
     size: str = typer.Option(None, help="WIDTHxHEIGHT of the windows, multiples of 64 (default: the preset's)."),
     fps: float = typer.Option(None, help="Rate to sample windows at (default: the preset's fps); the model is "
@@ -113,7 +114,7 @@ def train_lora(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the work folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     gpus: int = typer.Option(1, "--gpus", help="Launch torchrun with this many processes (one per GPU)."),
-    device: str = c.DEVICE, dtype: str = c.DTYPE, quiet: bool = c.QUIET,
+    device: str = options.DEVICE, dtype: str = options.DTYPE, quiet: bool = options.QUIET,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
 ):
     """Train a camera-motion LoRA (the paper's recipe: LoRA in the temporal attention) on curated clips."""

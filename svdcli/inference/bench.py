@@ -223,7 +223,8 @@ class PhaseMeter:
             self._begin("decode")
 
 
-def run_config(settings: BenchSettings, config: BenchConfig, note: Callable[[str], None]) -> tuple[Row, LoadedModel | None]:
+def run_config(settings: BenchSettings, config: BenchConfig,
+               note: Callable[[str], None]) -> tuple[Row, LoadedModel | None]:
     """One configuration end to end; the model is returned for the diffusers comparison (None if it failed)."""
     row = Row(config)
     device = settings.device
