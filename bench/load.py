@@ -16,11 +16,12 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from svdcli.checkpoints.loader import load
-from svdcli.runtime.devices import DTYPES
+from pathlib import Path
+from svdcli.inference.generation import EngineSettings, open_engine
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t0 = time.perf_counter()
-model = load(sys.argv[1], dtype=DTYPES[sys.argv[2]], weights_dtype=sys.argv[3] if sys.argv[3] != "-" else None)
+settings = EngineSettings("cpu", sys.argv[2], weights_dtype=sys.argv[3] if sys.argv[3] != "-" else None)
+model = open_engine(None, Path(sys.argv[1]), settings).pipe.model
 seconds = time.perf_counter() - t0
 weights = sum(t.numel() * t.element_size() for m in model.components().values()
               for t in [*m.parameters(), *m.buffers()])

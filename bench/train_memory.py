@@ -38,15 +38,15 @@ from svdcli.checkpoints.architectures import ARCHITECTURES
 a = json.loads(sys.argv[1])
 dev, dtype = torch.device(a["device"]), DTYPES[a["dtype"]]
 cfg = ARCHITECTURES["svd"].unet
-if a["model"] == "demo":
-    from svdcli.checkpoints.loader import load
+if a["model"] == "demo" or a["weights"]:
+    from pathlib import Path
     from svdcli.checkpoints.presets import load_preset
     from svdcli.checkpoints.weights import resolve_weights
-    demo = load(resolve_weights(None, load_preset("demo")), device=dev, dtype=dtype, architecture="svd")
-    unet, cfg = demo.unet, demo.architecture.unet
-elif a["weights"]:
-    from svdcli.checkpoints.loader import load
-    unet = load(a["weights"], device=dev, dtype=dtype).unet
+    from svdcli.inference.generation import EngineSettings, open_engine
+    preset = load_preset("demo") if a["model"] == "demo" else None
+    weights = resolve_weights(None, preset) if preset else Path(a["weights"])
+    loaded = open_engine(preset, weights, EngineSettings(str(dev), a["dtype"], attention_slice="none")).pipe.model
+    unet, cfg = loaded.unet, loaded.architecture.unet
 else:
     with torch.device("meta"):
         unet = VideoUNet(cfg)

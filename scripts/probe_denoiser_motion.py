@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from svdcli.inference.lora import apply_loras
 from svdcli.video.motion import clip_motion
-from svdcli.checkpoints.loader import load
-from svdcli.inference.pipeline import SamplingSettings, VideoPipeline, conditioning_vector
+from svdcli.inference.generation import EngineSettings, open_engine
+from svdcli.inference.pipeline import SamplingSettings, conditioning_vector
 from svdcli.checkpoints.presets import load_preset
 from svdcli.inference.sampling import LinearFrameGuidance, Scalings, edm_sigmas, sample_euler
 from svdcli.training.data import motion_bucket_for
@@ -44,10 +43,10 @@ def main():
     a = ap.parse_args()
     cache = load_file(sorted(glob.glob(a.cache))[0])
     preset = load_preset("demo")
-    model = load(resolve_weights(a.weights, preset), device="cpu", dtype=torch.float32, architecture="svd")
-    if a.lora:
-        apply_loras(model.unet, model.architecture, [a.lora], "demo")
-    pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
+    engine = open_engine(preset, resolve_weights(a.weights, preset),
+                         EngineSettings("cpu", "fp32", attention_slice="none", decode_overlap=0,
+                                        loras=(a.lora,) if a.lora else ()))
+    model, pipe = engine.pipe.model, engine.pipe
     fps = float(preset.fps)
 
     def measured(latents: torch.Tensor) -> float:

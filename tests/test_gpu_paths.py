@@ -60,9 +60,9 @@ def test_batch_under_torchrun_maps_ranks_to_gpus(fake_cuda, monkeypatch):
     monkeypatch.setattr(devices, "free_memory", lambda device: 80 * 1024**3)
     for local in range(4):
         monkeypatch.setenv("LOCAL_RANK", str(local))
-        settings = engine_settings("cuda", "auto", "none", None, "auto", 4, quiet=True)
-        assert settings["device"] == torch.device("cuda", local)
-        assert settings["dtype"] == (torch.bfloat16 if fake_cuda["capability"][local] >= (8, 0) else torch.float16)
+        run = engine_settings("cuda", "auto", "none", None, "auto", 4, quiet=True).resolve()
+        assert run.device == torch.device("cuda", local)
+        assert run.dtype == (torch.bfloat16 if fake_cuda["capability"][local] >= (8, 0) else torch.float16)
 
 
 def test_free_memory_honours_the_per_process_fraction(monkeypatch):

@@ -67,8 +67,8 @@ def batch(
         watermark = not no_watermark and watermark_available()
         resolve_options(p, **flags, watermark=watermark)  # the batch-wide settings must be valid
         index, count = _shard(shard)
-        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
-                              compile)
+        engine_setup = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap,
+                                              quiet, compile, lora)
         items = [it for it in read_items(source, recursive, tuple(glob) if glob else IMAGE_GLOBS)
                  if in_shard(it.key, index, count)]
         weights_path = resolve_weights(weights, p)
@@ -98,7 +98,7 @@ def batch(
     try:
         with ProgressView(err, quiet) as progress:
             progress("items", 0, len(items))
-            engine = options.open_engine(p, weights_path, e, compile, progress, lora)
+            engine = options.open_engine(p, weights_path, engine_setup, progress)
             run_batch(items, out, name, seed, force, fmt, make, on_item, rank=index)
     except BatchError as x:
         fail(str(x))

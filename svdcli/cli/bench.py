@@ -75,19 +75,23 @@ def render(report, preset_steps: int) -> None:
     for column in ("config", "status", "s/step", "1st step", "encode s", "decode s", f"est. {preset_steps} steps",
                    "TFLOP/s", "% peak", "peak GiB enc/sample/dec", "max |diff|"):
         table.add_column(column, justify="left" if column in ("config", "status") else "right")
+    notes = sorted({r.ran_as for r in report.rows if r.ran_as})
     for r in report.rows:
+        name = r.config.name + ("*" * (notes.index(r.ran_as) + 1) if r.ran_as else "")
         if r.status != "ok":
-            table.add_row(r.config.name, r.status, *[""] * 9)
+            table.add_row(name, r.status, *[""] * 9)
             continue
         peaks = " / ".join(f"{(p.reserved if p.reserved is not None else p.allocated) / gib:.2f}"
                            for p in r.phases.values())
-        table.add_row(r.config.name, "ok", f"{r.step_s:.3f}", f"{r.first_step_s:.2f}",
+        table.add_row(name, "ok", f"{r.step_s:.3f}", f"{r.first_step_s:.2f}",
                       f"{r.phases['encode'].seconds:.2f}", f"{r.phases['decode'].seconds:.2f}",
                       f"{r.estimate_s:.1f} s", f"{r.step_tflops:.3g}",
                       f"{r.peak_share:.0%}" if r.peak_share is not None else "-", peaks,
                       f"{r.max_diff:.4f}" if r.max_diff is not None else "-")
     console = Console(width=max(160, Console().width))
     console.print(table)
+    for i, line in enumerate(notes):
+        console.print(f"{'*' * (i + 1)} ran as {line}")
     if report.fastest:
         console.print(f"fastest: {report.fastest}")
     for budget, name in report.within_budget.items():

@@ -35,12 +35,9 @@ def decode(
 
     from ..inference.generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
                               read_latents, validate)
-    from ..checkpoints.loader import load
     from ..inference.multiview import VIDEO_FORMATS, write_orbit_of
     from ..media.outputs import OutputError, output_path, sidecar_path, write_video
-    from ..runtime.devices import resolve_device
-    from ..checkpoints.safetensors_io import CheckpointError
-    from ..checkpoints.weights import WeightsError, weights_sha256
+    from ..checkpoints.weights import WeightsError
 
     started = time.perf_counter()
     try:
@@ -49,8 +46,8 @@ def decode(
         o = dataclasses.replace(o, format=fmt or o.format, quality=o.quality if quality is None else quality)
         validate(o)
         chunk = None if decode_chunk is None else parse_decode_chunk(decode_chunk)
-        if decode_overlap is not None and decode_overlap < 0:
-            raise OptionsError("--decode-overlap must not be negative")
+        overlap = meta.get("decode_overlap", 0) if decode_overlap is None else decode_overlap
+        engine_setup = options.engine_settings(device, "auto", "none", None, "none", overlap, quiet)
         meta = {**meta, "settings": dataclasses.asdict(o)}
         name = latents.name.removesuffix(SUFFIX) if latents.name.endswith(SUFFIX) else latents.stem
         orbit = "multiview" in meta  # svd multiview's run: its folder of views, poses and video
@@ -63,18 +60,14 @@ def decode(
         source = Path(weights or meta["weights"]).expanduser()
         if not source.exists():
             raise WeightsError(f"{source}: the weights this clip was sampled with are not here; pass --weights")
-        dev = resolve_device(device)
     except (LatentsError, OptionsError, OutputError, WeightsError, ValueError) as x:
         fail(str(x))
     with ProgressView(err, quiet) as progress:
-        try:
-            model = load(source, architecture=meta["architecture"], components=("vae",), progress=progress)
-        except CheckpointError as x:
-            fail(str(x))
-        if weights and weights_sha256(model.files) != meta.get("weights_sha256"):
+        engine = options.open_engine(None, source, engine_setup, progress, ("vae",), meta["architecture"])
+        if weights and engine.weights_sha256 != meta.get("weights_sha256"):
             note(f"warning: {source} is not the checkpoint this clip was sampled with; the frames will differ from "
                  "the run's", quiet)
-        frames, meta = decode_saved(saved, picture, meta, model.vae, dev, chunk, decode_overlap, progress)
+        frames, meta = decode_saved(saved, picture, meta, engine, chunk, progress)
         meta["decoded_from"] = str(latents)
         progress("write", 0, 1)
         if orbit:

@@ -47,8 +47,8 @@ def generate(
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
                                       resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
                                       watermark=watermark, quality=quality, interpolate=interpolate)
-        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
-                              compile)
+        engine_setup = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap,
+                                              quiet, compile, lora)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
         target = output_path(out, image.stem, o.format, overwrite)
         refuse_kept_latents(target, overwrite)
@@ -57,7 +57,7 @@ def generate(
         fail(str(x))
     seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
-        engine = options.open_engine(p, weights_path, e, compile, progress, lora)
+        engine = options.open_engine(p, weights_path, engine_setup, progress)
         meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents)
     seconds = time.perf_counter() - started
     sidecar = sidecar_path(target, o.format)

@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..checkpoints.safetensors_io import CheckpointError
+from . import options
 from .app import command, err, fail
 from .progress import ProgressView
 
@@ -18,19 +18,15 @@ def inspect(weights: str = typer.Argument(..., help="A .safetensors checkpoint o
             device: str = typer.Option("cpu", help="Where to load the weights for the check."),
             dtype: str = typer.Option("fp16", help="Dtype to load into (fp16 halves the memory of the check).")):
     """Check a checkpoint: detect its layout and architecture and load every tensor the model needs."""
-    from ..checkpoints.loader import load
-    from ..runtime.devices import resolve_device, resolve_dtype
+    from ..inference.generation import EngineSettings
 
     try:
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
+        settings = EngineSettings(device, dtype, attention_slice="none")
+        settings.resolve()
     except ValueError as e:
         fail(str(e))
     with ProgressView(err, quiet=as_json) as progress:
-        try:
-            model = load(weights, device=dev, dtype=dt, progress=progress)
-        except CheckpointError as e:
-            fail(str(e))
+        model = options.open_engine(None, weights, settings, progress).pipe.model
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in model.components().items()}
     info = {"weights": weights, "layout": model.layout, "architecture": model.architecture.name,
             "release": model.release, "stored_dtypes": model.stored_dtypes, "skipped_tensors": model.skipped_tensors,

@@ -81,8 +81,8 @@ def multiview(
         camera = Camera(FOV_DEG if fov is None else fov, RADIUS if radius is None else radius)
         object_ratio = OBJECT_RATIO if object_ratio is None else object_ratio
         camera.check()
-        e = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, quiet,
-                              compile)
+        engine_setup = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap,
+                                              quiet, compile)
         picture = prepare_object(image, o.width, object_ratio)  # checked before the weights are loaded
         target = output_path(out, f"{image.stem}_orbit", "png", overwrite)  # a folder, as for --format png
         refuse_kept_latents(target, overwrite)
@@ -93,7 +93,7 @@ def multiview(
         warnings.append(f"{o.frames} views: SV3D was trained on 21")
     seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
-        engine = options.open_engine(p, weights_path, e, compile, progress)
+        engine = options.open_engine(p, weights_path, engine_setup, progress)
         meta = make(engine, image, picture, o, path, seed, target, camera, object_ratio, progress)
     seconds = time.perf_counter() - started
     if as_json:

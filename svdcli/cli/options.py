@@ -1,5 +1,7 @@
 """What `svd generate` and `svd batch` share: the option definitions and opening the engine."""
 
+import re
+
 import typer
 
 from .app import fail, note
@@ -77,53 +79,39 @@ def default_preset(name: str | None, weights: str | None, quiet: bool):
 
 
 def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | None, attention_slice: str,
-                    decode_overlap: int, quiet: bool, compile: bool = False) -> dict:
-    """Validated engine flags (raises ValueError with a one-line message)."""
-    from ..runtime.offload import MODES
-    from ..runtime.quantize import WEIGHT_DTYPES, check_int8
-    from ..runtime.devices import attention_slice_for, free_memory, resolve_device, resolve_dtype
-
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if offload not in MODES:
-        raise ValueError(f"--offload {offload}: choose one of {', '.join(MODES)}")
-    if compile and offload == "sequential":  # refused on every machine, so that a script fails the same everywhere
-        raise ValueError("--compile cannot be combined with --offload sequential (the U-Net's weights change at "
-                         "every block); use --offload model with --compile, or sequential without it")
-    if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"--weights-dtype {weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
-    if weights_dtype == "int8":
-        check_int8(dev)
-    if decode_overlap < 0:
-        raise ValueError("--decode-overlap must not be negative")
-    if attention_slice == "auto":
-        max_tokens = attention_slice_for(free_memory(dev))
-    elif attention_slice == "none":
-        max_tokens = None
-    elif attention_slice.isdigit() and int(attention_slice) > 0:
-        max_tokens = int(attention_slice)
-    else:
-        raise ValueError(f"--attention-slice {attention_slice}: auto, none, or a positive number of tokens")
-    if offload != "none" and dev.type == "cpu":
-        note(f"note: --offload {offload} has no effect without an accelerator", quiet)
-        offload = "none"
-    return {"device": dev, "dtype": dt, "offload": offload, "weights_dtype": weights_dtype, "max_tokens": max_tokens,
-            "decode_overlap": decode_overlap}
-
-
-def open_engine(preset, weights_path, e: dict, compile: bool, progress, loras: list[str] | None = None):
-    """Load the weights and build the engine; a bad checkpoint or LoRA ends the command with one line."""
-    from ..inference.generation import build_engine
-    from ..checkpoints.loader import load
-    from ..inference.lora import LoraError
-    from ..checkpoints.safetensors_io import CheckpointError
-    from ..checkpoints.weights import weights_sha256
+                    decode_overlap: int, quiet: bool, compile: bool = False, loras: list[str] | None = None):
+    """The engine flags as EngineSettings, checked and resolved on this machine now, before anything loads (raises
+    ValueError with a one-line message); says when offloading has nothing to do here."""
+    from ..inference.generation import EngineSettings, SettingsError
 
     try:
-        model = load(weights_path, device=e["device"] if e["offload"] == "none" else "cpu", dtype=e["dtype"],
-                     architecture=preset.architecture, weights_dtype=e["weights_dtype"], progress=progress)
-        return build_engine(preset, model, weights_path, weights_sha256(model.files), e["device"], e["dtype"],
-                            e["offload"], e["decode_overlap"], e["max_tokens"], compile, loras or [])
+        settings = EngineSettings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, compile,
+                                  tuple(loras or ()))
+    except SettingsError as error:
+        raise ValueError(as_flags(str(error))) from None
+    if settings.resolve().offload != offload:
+        note(f"note: --offload {offload} has no effect without an accelerator", quiet)
+    return settings
+
+
+ENGINE_FLAGS = {"weights dtype": "--weights-dtype", "decode overlap": "--decode-overlap",
+                "attention slice": "--attention-slice", "offload": "--offload", "compile": "--compile"}
+
+
+def as_flags(message: str) -> str:
+    """A library message about EngineSettings, with each setting named by its flag."""
+    return re.sub(r"\b(" + "|".join(ENGINE_FLAGS) + r")\b", lambda m: ENGINE_FLAGS[m.group(1)], message)
+
+
+def open_engine(preset, weights_path, settings, progress, components: tuple[str, ...] | None = None,
+                architecture: str | None = None):
+    """The library's open_engine; a bad checkpoint or LoRA ends the command with one line."""
+    from ..checkpoints.safetensors_io import CheckpointError
+    from ..inference.generation import open_engine
+    from ..inference.lora import LoraError
+
+    try:
+        return open_engine(preset, weights_path, settings, progress, components, architecture)
     except (CheckpointError, LoraError) as err:
         fail(str(err))
 

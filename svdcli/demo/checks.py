@@ -19,12 +19,10 @@ import torch
 from PIL import Image
 
 from ..video.evaluate import evaluate
-from ..inference.generation import prepare_image, render, resolve_options
+from ..inference.generation import EngineSettings, open_engine, prepare_image, render, resolve_options
 from ..media.images import to_tensor
-from ..checkpoints.loader import load
 from ..inference.lora import apply_loras
 from ..media.outputs import write_video
-from ..inference.pipeline import VideoPipeline
 from ..checkpoints.presets import load_preset
 from .procedural import SCENES, scene
 from .autoencoder import psnr
@@ -76,8 +74,9 @@ class DemoChecker:
     def __init__(self, weights: str | None = None, images: int = 8, workdir: Path | None = None):
         self.preset = load_preset("demo")
         self.weights = resolve_weights(weights, self.preset)
-        self.model = load(self.weights, device="cpu", dtype=torch.float32, architecture="svd")
-        self.pipe = VideoPipeline(self.model, torch.device("cpu"), torch.float32)
+        engine = open_engine(self.preset, self.weights, EngineSettings("cpu", "fp32", attention_slice="none",
+                                                                       decode_overlap=0))
+        self.model, self.pipe = engine.pipe.model, engine.pipe
         self.options, _ = resolve_options(self.preset, watermark=False)
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="svd-demo-checks-"))
         self.images = []

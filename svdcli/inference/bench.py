@@ -1,7 +1,7 @@
 """`svd bench`: how fast, and in how much memory, each way of running runs on this machine, before any download.
 
 The preset's architecture at full size with random weights (loader.random_model: N(0, 1/fan_in), drawn on the
-device, no file), or the weights given, goes through the engine `svd generate` uses (generation.build_engine and
+device, no file), or the weights given, goes through the engine `svd generate` uses (generation.open_engine and
 Engine.run) for a few steps in each configuration: offload mode × weights storage × compute dtype × compile. Per
 configuration it measures seconds per step after the first (warm-up, compiling), encode and decode seconds, the
 end-to-end time at the preset's step count, peak memory per phase, TFLOP/s and the share of the card's dense
@@ -22,14 +22,13 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from .generation import Engine, build_engine, resolve_options
-from ..checkpoints.loader import LoadedModel, architecture_of, load, random_model
+from .generation import Engine, EngineSettings, open_engine, resolve_options
+from ..checkpoints.loader import LoadedModel
 from ..runtime.offload import MODES
 from ..runtime.peak_memory import TensorBytes
 from ..checkpoints.presets import Preset
 from ..runtime.quantize import WEIGHT_DTYPES, import_bitsandbytes, weight_bytes
-from ..runtime.devices import DTYPES, attention_slice_for, free_memory, is_out_of_memory, synchronize
-from ..checkpoints.architectures import ARCHITECTURES
+from ..runtime.devices import DTYPES, is_out_of_memory, synchronize
 
 GIB = 1024**3
 # Dense (no sparsity) tensor-core peak for 16-bit inputs with float32 accumulation, TFLOP/s, from the vendors' data
@@ -75,9 +74,8 @@ class BenchConfig:
 def default_configs(device: torch.device) -> list[BenchConfig]:
     """A matrix that answers the usual questions: the fastest way, what offloading and 8-bit storage cost, and
     whether compiling pays. On a CPU: fp32 compute (half precision is emulated there) and the storage dtypes."""
-    if device.type != "cuda":
-        return [BenchConfig.parse(c) for c in ("none:fp32:fp32", "model:fp32:fp32", "sequential:fp32:fp32",
-                                               "none:fp16:fp32", "none:fp8:fp32")]
+    if device.type != "cuda":  # nothing to offload to: the storage dtypes alone
+        return [BenchConfig.parse(c) for c in ("none:fp32:fp32", "none:fp16:fp32", "none:bf16:fp32", "none:fp8:fp32")]
     half = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
     names = [f"none:{half}:{half}", "none:fp16:fp16" if half == "bf16" else None, f"model:{half}:{half}",
              f"sequential:{half}:{half}", f"none:fp8:{half}", f"model:fp8:{half}", f"sequential:fp8:{half}",
@@ -124,6 +122,7 @@ class Row:
     peak_share: float | None = None  # of the card's dense 16-bit peak
     phases: dict[str, Phase] = field(default_factory=dict)
     decode_chunk: int = 0
+    ran_as: str | None = None  # how it ran, where not as configured
     max_diff: float | None = None  # largest |frame difference| from the first configuration, in [0, 1]
     frames: np.ndarray | None = None
 
@@ -237,28 +236,17 @@ def run_config(settings: BenchSettings, config: BenchConfig,
     if config.compile and config.offload == "sequential":
         row.status = "skipped: compile cannot be combined with sequential offload"
         return row, None
-    dtype = DTYPES[config.dtype]
-    place = device if config.offload == "none" else torch.device("cpu")
-    weights_dtype = None if config.weights_dtype == config.dtype else config.weights_dtype
-    model = engine = None
+    engine = None
     try:
         started = time.perf_counter()
-        if settings.weights is None:
-            arch = ARCHITECTURES[settings.preset.architecture] if settings.preset.weights is None else \
-                architecture_of(_preset_weights(settings.preset))
-            # drawn on the accelerator (fast) whatever the offload mode, then placed where the mode keeps them
-            model = random_model(arch, device=device, dtype=dtype, weights_dtype=weights_dtype, seed=settings.seed)
-            if place != device:
-                for module in model.components().values():
-                    module.to(place)
-        else:
-            model = load(settings.weights, device=place, dtype=dtype, architecture=settings.preset.architecture,
-                         weights_dtype=weights_dtype)
+        engine = open_engine(settings.preset, settings.weights, EngineSettings(
+            str(device), config.dtype, config.offload, None if config.weights_dtype == config.dtype else
+            config.weights_dtype, "auto", settings.decode_overlap, config.compile, seed=settings.seed))
+        model = engine.pipe.model
         synchronize(device)
         row.load_s = time.perf_counter() - started
-        engine = build_engine(settings.preset, model, settings.weights or Path("random"), "random", device, dtype,
-                              config.offload, settings.decode_overlap, attention_slice_for(free_memory(device)),
-                              config.compile)
+        if engine.info["offload"] != config.offload:
+            row.ran_as = f"offload {engine.info['offload']}: nothing to offload to without an accelerator"
         frames, meta = _measured_run(engine, settings, row, model)
         row.frames = frames
         row.decode_chunk = meta["decode"]["chunk"]
@@ -275,12 +263,6 @@ def run_config(settings: BenchSettings, config: BenchConfig,
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _preset_weights(preset: Preset) -> Path:
-    from ..checkpoints.weights import package_file
-
-    return package_file(preset.weights) if preset.weights.startswith("package:") else Path(preset.weights)
 
 
 def _measured_run(engine: Engine, settings: BenchSettings, row: Row, model: LoadedModel):

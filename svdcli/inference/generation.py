@@ -8,6 +8,7 @@ when asked (save_latents), so a clip can be decoded again with other settings or
 
 import dataclasses
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .. import __version__
-from .decoding import DecodeOutOfMemory, decode_latents
+from .decoding import DecodeOutOfMemory
 from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
 from ..video.interpolate import MAX_RATIO, interpolate
 from ..media.outputs import FORMATS, apply_watermark, atomic_path, can_watermark, latents_path, ping_pong, write_video
@@ -215,12 +216,21 @@ def options_of(meta: dict) -> Options:
 
 @dataclass
 class Engine:
-    """A loaded pipeline and how it runs, making one output per call (svd generate makes one, svd batch many)."""
-    preset: Preset
+    """A loaded pipeline and how it runs, making one output per call (svd generate makes one, svd batch many).
+    Made by open_engine."""
+    preset: Preset | None
     pipe: VideoPipeline
     weights: Path
-    weights_sha256: str
     info: dict  # how it runs, recorded in every output's metadata (device, dtype, weights_dtype, offload, ...)
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """The weights' hash for the metadata, computed when first asked (svd inspect never asks): cached per file
+        by checkpoints.weights; "random" for random weights."""
+        from ..checkpoints.weights import weights_sha256
+
+        files = self.pipe.model.files
+        return weights_sha256(files) if files else "random"
 
     def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None,
              picture: Image.Image | None = None, save_latents: bool = False) -> dict:
@@ -272,20 +282,108 @@ class Engine:
         return frames, decoded_metadata(meta, o, decoded)
 
 
-def build_engine(preset: Preset, model, weights: Path, weights_sha256: str, device: torch.device,
-                 dtype: torch.dtype, offload: str = "none", decode_overlap: int = 4, max_tokens: int | None = None,
-                 compile: bool = False, loras: list[str] = ()) -> Engine:
-    """A loaded model made ready to run: its LoRAs attached (before the pipeline, so that a compiled U-Net includes
-    them), the pipeline on its device, and how it runs recorded for every output's metadata. Raises LoraError."""
+@dataclass(frozen=True)
+class EngineSettings:
+    """How a model runs. Checked when made (SettingsError, naming the setting); resolve() decides what depends on
+    the machine (device, dtype, whether offloading has anything to do, the attention slice)."""
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    dtype: str = "auto"  # compute dtype: auto (runtime.devices.resolve_dtype), fp32, fp16, bf16
+    offload: str = "none"  # none, model, sequential (runtime/offload.py)
+    weights_dtype: str | None = None  # storage of the U-Net's and image encoder's matrices; None: the compute dtype
+    attention_slice: str = "auto"  # tokens per transformer slice: auto, none, or a number
+    decode_overlap: int = 4  # frames shared by neighbouring decode windows
+    compile: bool = False
+    loras: tuple[str, ...] = ()  # FILE[:SCALE] or a shipped LoRA's name
+    seed: int = 0  # of the random weights, when there is no checkpoint (svd bench)
+
+    def __post_init__(self):
+        from ..runtime.offload import MODES
+        from ..runtime.quantize import WEIGHT_DTYPES
+
+        if self.offload not in MODES:
+            raise SettingsError(f"offload {self.offload}: choose one of {', '.join(MODES)}")
+        if self.compile and self.offload == "sequential":  # refused on every machine, so a script fails alike
+            raise SettingsError("compile cannot be combined with offload sequential (the U-Net's weights change at "
+                                "every block); use offload model with compile, or sequential without it")
+        if self.weights_dtype is not None and self.weights_dtype not in WEIGHT_DTYPES:
+            raise SettingsError(f"weights dtype {self.weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
+        if self.decode_overlap < 0:
+            raise SettingsError("decode overlap must not be negative")
+        if self.attention_slice not in ("auto", "none") and not (str(self.attention_slice).isdigit() and
+                                                                 int(self.attention_slice) > 0):
+            raise SettingsError(f"attention slice {self.attention_slice}: auto, none, or a positive number of tokens")
+
+    def resolve(self) -> "ResolvedEngine":
+        from ..runtime.devices import attention_slice_for, free_memory, resolve_device, resolve_dtype
+        from ..runtime.quantize import check_int8
+
+        device = resolve_device(self.device)
+        if self.weights_dtype == "int8":
+            check_int8(device)
+        if self.attention_slice == "auto":
+            tokens = attention_slice_for(free_memory(device))
+        else:
+            tokens = None if self.attention_slice == "none" else int(self.attention_slice)
+        # without an accelerator there is nothing to offload to: the modes would only add bookkeeping
+        offload = self.offload if device.type != "cpu" else "none"
+        return ResolvedEngine(device, resolve_dtype(self.dtype, device), offload, tokens)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; one line for the user, naming the setting."""
+
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    device: torch.device
+    dtype: torch.dtype
+    offload: str  # "none" on the CPU whatever was asked
+    max_tokens: int | None
+
+
+def open_engine(preset: Preset | None, weights: Path | None, settings: EngineSettings = EngineSettings(),
+                progress=None, components: tuple[str, ...] | None = None, architecture: str | None = None) -> Engine:
+    """The one place a model is assembled: the checkpoint loaded (or, with weights None, the preset's architecture
+    with random weights drawn on the device: svd bench), its LoRAs attached (before the pipeline, so that a compiled
+    U-Net includes them), the pipeline on its device, and how it runs recorded for every output's metadata.
+
+    preset None: the checkpoint's architecture, which must be `architecture` if given (svd inspect, svd decode).
+    components: load only these (svd decode needs the VAE); the others stay on the meta device. Raises
+    CheckpointError, LoraError, QuantizeError."""
+    from ..checkpoints.loader import load, random_model
     from .lora import apply_loras
 
-    apply_loras(model.unet, model.architecture, list(loras), preset.name)
-    pipe = VideoPipeline(model, device, dtype, offload=offload, decode_overlap=decode_overlap,
-                         attention_slice=max_tokens, compile=compile)
-    name = str(dtype).removeprefix("torch.")
-    info = {"device": str(device), "dtype": name, "weights_dtype": model.weights_dtype or name, "offload": offload,
-            "decode_overlap": decode_overlap, "compile": compile, "loras": list(loras)}
-    return Engine(preset, pipe, Path(weights), weights_sha256, info)
+    run = settings.resolve()
+    home = run.device if run.offload == "none" else torch.device("cpu")
+    if weights is None:
+        model = random_model(_architecture(preset), device=run.device, dtype=run.dtype,
+                             weights_dtype=settings.weights_dtype, seed=settings.seed, progress=progress)
+        if home != run.device:  # drawn on the accelerator (fast), kept where the offload mode keeps weights
+            for module in model.components().values():
+                module.to(home)
+    else:
+        model = load(weights, device=home, dtype=run.dtype, weights_dtype=settings.weights_dtype,
+                     architecture=preset.architecture if preset else architecture, components=components,
+                     progress=progress)
+    apply_loras(model.unet, model.architecture, list(settings.loras), preset.name if preset else None)
+    pipe = VideoPipeline(model, run.device, run.dtype, offload=run.offload, decode_overlap=settings.decode_overlap,
+                         attention_slice=run.max_tokens, compile=settings.compile)
+    name = str(run.dtype).removeprefix("torch.")
+    info = {"device": str(run.device), "dtype": name, "weights_dtype": model.weights_dtype or name,
+            "offload": run.offload, "decode_overlap": settings.decode_overlap, "compile": settings.compile,
+            "loras": list(settings.loras)}
+    return Engine(preset, pipe, Path(weights) if weights is not None else Path("random"), info)
+
+
+def _architecture(preset: Preset):
+    """The architecture random weights are drawn for: the released one, or, for a preset of a local model (the demo
+    model), the one its file's shapes give."""
+    from ..checkpoints.architectures import ARCHITECTURES
+    from ..checkpoints.loader import architecture_of
+    from ..checkpoints.weights import resolve_weights
+
+    return ARCHITECTURES[preset.architecture] if preset.weights is None else \
+        architecture_of(resolve_weights(None, preset))
 
 
 def decoded_metadata(meta: dict, o: Options, decoded) -> dict:
@@ -296,17 +394,17 @@ def decoded_metadata(meta: dict, o: Options, decoded) -> dict:
                        "retries": decoded.retries}}
 
 
-def decode_saved(latents: torch.Tensor, picture: Image.Image, meta: dict, vae, device: torch.device,
-                 chunk: int | None = None, overlap: int | None = None, progress=None) -> tuple[np.ndarray, dict]:
-    """Frames and metadata from saved latents (read_latents) and the model's VAE, on any device: the same frames
-    as the run that sampled them would have written. chunk/overlap: the run's own unless given (0: auto)."""
+def decode_saved(latents: torch.Tensor, picture: Image.Image, meta: dict, engine: Engine, chunk: int | None = None,
+                 progress=None) -> tuple[np.ndarray, dict]:
+    """Frames and metadata from saved latents (read_latents) with an engine holding the model's VAE (open_engine
+    with components=("vae",)), on any device: the same frames the run that sampled them would have written.
+    chunk: the run's own unless given (0: auto); the overlap is the engine's."""
     o = options_of(meta)
     chunk = o.decode_chunk if chunk is None else chunk
-    overlap = meta.get("decode_overlap", 0) if overlap is None else overlap
     tile = tuple(meta["decode_tile"]) if meta.get("decode_tile") else None
-    vae.to(device=device, dtype=torch.float32)
-    decoded = decode_latents(vae, latents, device, chunk, overlap, tile, progress)
+    decoded = engine.pipe.decode(latents, chunk, progress, tile)
     frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, to_tensor(picture)), o, progress)
-    meta = decoded_metadata({**meta, "decode_device": str(device), "decode_overlap": overlap}, o, decoded)
+    meta = decoded_metadata({**meta, "decode_device": engine.info["device"],
+                             "decode_overlap": engine.pipe.decode_overlap}, o, decoded)
     meta["frames_written"], meta["fps_written"] = len(frames), o.fps * o.interpolate
     return frames, meta

@@ -31,6 +31,10 @@ from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_
 Progress = Callable[[str, int, int], None]
 
 
+def _loaded(module: torch.nn.Module) -> bool:
+    return not any(t.is_meta for t in module.parameters())
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     frames: int = 14
@@ -109,6 +113,8 @@ class VideoPipeline:
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
         for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
+            if not _loaded(module):
+                continue  # a component left on the meta device (an engine that only decodes)
             module.to(device=place) if has_stored_weights(module) else module.to(place, dtype)
         model.vae.to(device=place, dtype=torch.float32)
         self.mover = ModelOffload(self.device) if offload != "none" else None
@@ -120,6 +126,12 @@ class VideoPipeline:
     def phase(self, *modules):
         """Context in which `modules` are on the device (a no-op without offloading)."""
         return self.mover.phase(*modules) if self.mover else nullcontext()
+
+    def keep_on_device(self, module: torch.nn.Module) -> None:
+        """Move `module` to the device and keep it there through every phase (a U-Net being trained)."""
+        module.to(self.device)
+        if self.mover:
+            self.mover.resident.add(module)
 
     @property
     def downscale(self) -> int:

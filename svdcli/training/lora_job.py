@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from ..video.curate import ClipRecord, CurateSettings, curate
-from ..inference.generation import to_uint8
+from ..inference.generation import EngineSettings, open_engine, to_uint8
 from ..media.images import fit, load_image, to_tensor
-from ..checkpoints.loader import load
 from ..media.outputs import write_video
 from ..inference.pipeline import SamplingSettings, VideoPipeline
 from ..checkpoints.presets import Preset
@@ -25,7 +24,6 @@ from ..runtime.devices import resolve_device, resolve_dtype
 from .trainer import Dist, Trainer, TrainSettings, TrainingError, seed_of
 from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        read_frames, save_cache, select_clips, summary)
-from ..checkpoints.weights import weights_sha256
 
 MANIFEST = "curate.jsonl"
 
@@ -113,8 +111,11 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
     if not windows:
         raise TrainingError(f"no {job.motion} clip is long enough for a {job.data.frames}-frame window")
 
-    model = load(job.weights, device="cpu", dtype=dtype, architecture=job.preset.architecture)
-    sha = weights_sha256(model.files)
+    # Only the U-Net stays on the accelerator; the VAE and image encoder visit it for validation samples.
+    engine = open_engine(job.preset, job.weights, EngineSettings(str(device), job.dtype, "model",
+                                                                 attention_slice="none"))
+    model, pipe = engine.pipe.model, engine.pipe
+    sha = engine.weights_sha256
     key = cache_key(windows, job.data, sha)
     cache_path = job.work_dir / f"cache-{key}.safetensors"
     if d.main and load_cache(cache_path, key) is None:
@@ -127,11 +128,7 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
         raise TrainingError(f"{cache_path}: the encoded windows could not be read back")
     data_summary = summary(cache)
 
-    # Only the U-Net stays on the accelerator; the VAE and image encoder visit it for validation samples.
-    pipe = VideoPipeline(model, device, dtype, offload="model") if d.main else None
-    if pipe:
-        pipe.mover.resident.add(model.unet)
-    model.unet.to(device, dtype)
+    pipe.keep_on_device(model.unet)
     for m in (model.vae, model.image_encoder):
         m.to("cpu")
     if device.type == "cuda":
@@ -140,7 +137,7 @@ def run(job: Job, note: Callable[[str], None] = lambda _: None, progress=None, o
     lora_meta = {"motion": job.motion, "variant": job.preset.name, "base_weights": job.weights.name,
                  "base_sha256": sha, "data": data_summary, "data_settings": asdict(job.data)}
     sampler = None
-    if pipe:
+    if d.main:
         image = (fit(load_image(job.validation_image), job.data.width, job.data.height, "crop")
                  if job.validation_image else first_frame(windows[0], job.data.width, job.data.height))
         job.work_dir.mkdir(parents=True, exist_ok=True)
