@@ -31,7 +31,7 @@ from svdcli.demo.recipe import Recipe, autoencoder_clips, autoencoder_settings, 
 from svdcli.media.images import to_tensor  # noqa: E402
 from svdcli.models.vae import VAE  # noqa: E402
 from svdcli.demo.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
-from svdcli.training.trainer import seed_of  # noqa: E402
+from svdcli.runtime.seeds import seed_of  # noqa: E402
 from svdcli.demo.autoencoder import psnr, train_vae  # noqa: E402
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from svdcli.checkpoints.diffusers_keys import unet_source
 from svdcli.inference.lora import LoraError, LoraPair, _pair_shapes, apply_loras, lora_targets, save_lora
-from svdcli.checkpoints.saving import _write, save_single_file
+from svdcli.checkpoints.saving import save_single_file, write_safetensors
 
 from .conftest import tiny_model
 from .test_speed import unet_inputs
@@ -143,7 +143,7 @@ def test_diffusers_and_peft_names_are_accepted(model, tmp_path):
     for name, (a, b) in pairs.items():
         path = unet_source(name + ".weight", cfg).keys[0].removesuffix(".weight")
         theirs[f"base_model.model.{path}.lora_A.weight"], theirs[f"base_model.model.{path}.lora_B.weight"] = a, b
-    _write(theirs, tmp_path / "peft.safetensors")  # no metadata: alpha defaults to the rank
+    write_safetensors(theirs, tmp_path / "peft.safetensors")  # no metadata: alpha defaults to the rank
     args = unet_inputs()
     with torch.no_grad():
         hs = apply_loras(model.unet, model.architecture, [str(tmp_path / "ours.safetensors")])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from svdcli.checkpoints.loader import _meta_modules, infer_clip_config, infer_unet_config, infer_vae_config
+from svdcli.checkpoints.loader import meta_modules, infer_clip_config, infer_unet_config, infer_vae_config
 from svdcli.checkpoints.architectures import ARCHITECTURES
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def single_file_names(arch) -> dict[str, list[int]]:
     out = {}
-    for comp, module in _meta_modules(arch).items():
+    for comp, module in meta_modules(arch).items():
         table = sorted(arch.single_file_prefixes()[comp].items(), key=lambda p: -len(p[0]))
         for k, v in module.state_dict().items():
             ours, theirs = next((o, t) for o, t in table if k.startswith(o))
@@ -53,10 +53,10 @@ def test_configs_inferred_from_official_shapes_are_the_official_configs(name):
 
 
 def test_parameter_counts_match_the_reference():
-    counts = {c: sum(p.numel() for p in m.parameters()) for c, m in _meta_modules(ARCHITECTURES["svd"]).items()}
+    counts = {c: sum(p.numel() for p in m.parameters()) for c, m in meta_modules(ARCHITECTURES["svd"]).items()}
     assert counts["unet"] == 1_524_623_082
     assert counts["image_encoder"] == 632_076_800
     assert counts["vae"] == 34_163_592 + 72 + 63_579_183
-    assert sum(p.numel() for p in _meta_modules(ARCHITECTURES["sv3d_p"])["unet"].parameters()) == 1_525_278_442
-    assert all(p.device.type == "meta" for p in _meta_modules(ARCHITECTURES["sv3d_u"])["unet"].parameters())
+    assert sum(p.numel() for p in meta_modules(ARCHITECTURES["sv3d_p"])["unet"].parameters()) == 1_525_278_442
+    assert all(p.device.type == "meta" for p in meta_modules(ARCHITECTURES["sv3d_u"])["unet"].parameters())
     assert torch.tensor(0).device.type == "cpu"  # building on meta left the default device alone

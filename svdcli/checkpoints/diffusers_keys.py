@@ -16,7 +16,7 @@ from ..models.unet import UNetConfig
 from ..models.vae import VAEConfig
 
 
-def _same(ts: list[torch.Tensor]) -> torch.Tensor:
+def same(ts: list[torch.Tensor]) -> torch.Tensor:
     return ts[0]
 
 
@@ -27,7 +27,7 @@ def _unsame(t: torch.Tensor) -> list[torch.Tensor]:
 @dataclass(frozen=True)
 class Source:
     keys: tuple[str, ...]
-    combine: Callable[[list[torch.Tensor]], torch.Tensor] = _same  # theirs -> ours
+    combine: Callable[[list[torch.Tensor]], torch.Tensor] = same  # theirs -> ours
     split: Callable[[torch.Tensor], list[torch.Tensor]] = _unsame  # ours -> theirs
     # Shape of each of their tensors, from ours (for checks before reading anything).
     shapes: Callable[[tuple[int, ...]], list[tuple[int, ...]]] = lambda s: [s]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import diffusers_keys as keymaps
+from . import diffusers_keys
 from ..runtime.quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
 from ..models.clip import CLIPConfig, ImageEncoder
 from ..models.init import random_tensor
@@ -206,12 +206,12 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
         raise CheckpointError(f"{path}: tensors of the {name} architecture are missing or misshapen") from None
     arch = replace(arch, unet=cfgs["unet"], vae=cfgs["vae"], clip=cfgs["image_encoder"])
     entries = []
-    for comp, module in _meta_modules(arch).items():
+    for comp, module in meta_modules(arch).items():
         name_of = ours(comp)
         for k, t in module.state_dict().items():
             file_key = name_of(k)
             entries.append(Entry(comp, k, tuple(t.shape), ((f if file_key in f else None, file_key),),
-                                 keymaps._same))
+                                 diffusers_keys.same))
     used = {e.sources[0][1] for e in entries}
     skipped = sum(1 for k in keys if k not in used)
     return arch, entries, [f], skipped
@@ -252,19 +252,19 @@ def _plan_diffusers(folder: Path, want: str | None, variant: str | None,
                        num_res_blocks=unet_json.get("layers_per_block", 2),
                        attention_levels=tuple(b.startswith("CrossAttn") for b in blocks),
                        head_dim=widths[0] // heads[0])
-    s = ours_getter("unet", keymaps.unet_source, guess)
+    s = ours_getter("unet", diffusers_keys.unet_source, guess)
     try:
         unet_cfg = replace(infer_unet_config(s, guess.head_dim), num_res_blocks=guess.num_res_blocks)
         temporal = vae_json.get("_class_name", "AutoencoderKLTemporalDecoder") == "AutoencoderKLTemporalDecoder"
         vae_keys = _vae_level_keys(shapes["vae"].keys())
         vae_guess = VAEConfig(channel_mult=(1,) * _count(vae_keys, r"encoder\.down\.(\d+)\."),
                               temporal_decoder=temporal)
-        vae_cfg = replace(infer_vae_config(ours_getter("vae", keymaps.vae_source, vae_guess), vae_keys),
+        vae_cfg = replace(infer_vae_config(ours_getter("vae", diffusers_keys.vae_source, vae_guess), vae_keys),
                           temporal_decoder=temporal)
         clip_heads = clip_json.get("num_attention_heads", 16)
         clip_keys = [re.sub(r"vision_model\.encoder\.layers\.(\d+)\.", r"transformer.resblocks.\1.", k)
                      for k in shapes["image_encoder"].keys()]
-        clip_s = ours_getter("image_encoder", keymaps.clip_source, CLIPConfig())
+        clip_s = ours_getter("image_encoder", diffusers_keys.clip_source, CLIPConfig())
         width = clip_s("conv1.weight")[0]
         clip_cfg = infer_clip_config(clip_s, clip_keys, width // clip_heads)
     except (TypeError, IndexError, ZeroDivisionError):
@@ -273,9 +273,9 @@ def _plan_diffusers(folder: Path, want: str | None, variant: str | None,
     if want is not None and want != name:
         raise CheckpointError(f"{folder}: holds an {name} checkpoint, not {want}")
     arch = replace(ARCHITECTURES[name], unet=unet_cfg, vae=vae_cfg, clip=clip_cfg)
-    tables = {"unet": keymaps.unet_source, "vae": keymaps.vae_source, "image_encoder": keymaps.clip_source}
+    tables = {"unet": diffusers_keys.unet_source, "vae": diffusers_keys.vae_source, "image_encoder": diffusers_keys.clip_source}
     entries = []
-    for comp, module in _meta_modules(arch).items():
+    for comp, module in meta_modules(arch).items():
         cfg = {"unet": arch.unet, "vae": arch.vae, "image_encoder": arch.clip}[comp]
         for k, t in module.state_dict().items():
             src = tables[comp](k, cfg)
@@ -296,7 +296,7 @@ def _vae_level_keys(keys) -> list[str]:
     return out
 
 
-def _meta_modules(arch: Architecture) -> dict[str, nn.Module]:
+def meta_modules(arch: Architecture) -> dict[str, nn.Module]:
     with torch.device("meta"):
         return {"unet": VideoUNet(arch.unet), "vae": VAE(arch.vae), "image_encoder": ImageEncoder(arch.clip)}
 
@@ -347,7 +347,7 @@ def _place(arch: Architecture, values, total: int, device: str | torch.device, d
            weights_dtype: str | None, progress: Progress | None) -> dict[str, nn.Module]:
     """The components built on the meta device, then given each (component, key, value) in turn, converted
     straight into its storage (weights_dtype: see load), compute dtype (float32 for the VAE) and device."""
-    modules = _meta_modules(arch)
+    modules = meta_modules(arch)
     device = torch.device(device)
     if weights_dtype is not None and weights_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype {weights_dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
@@ -435,7 +435,7 @@ def random_model(arch: Architecture, *, device: str | torch.device = "cpu", dtyp
     by tensor and placed exactly as load() places a checkpoint's (storage dtypes included): what `svd bench`
     measures a card with, before any download. The same seed on the same device gives the same weights."""
     generator = torch.Generator(torch.device(device)).manual_seed(seed)
-    shapes = [(comp, k, tuple(t.shape)) for comp, m in _meta_modules(arch).items() for k, t in m.state_dict().items()]
+    shapes = [(comp, k, tuple(t.shape)) for comp, m in meta_modules(arch).items() for k, t in m.state_dict().items()]
     values = ((comp, k, random_tensor(k, shape, generator, device)) for comp, k, shape in shapes)
     modules = _place(arch, values, len(shapes), device, dtype, weights_dtype, progress)
     return LoadedModel(arch, modules["unet"], modules["vae"], modules["image_encoder"], "random", [], ["float32"],

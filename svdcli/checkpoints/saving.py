@@ -5,22 +5,24 @@ name and renamed when complete.
 """
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from . import diffusers_keys as keymaps
+from ..media.outputs import atomic_path
+from . import diffusers_keys
 from .loader import LoadedModel, model_metadata
 from .architectures import Architecture
 
 
-def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                      metadata: dict[str, str] | None = None) -> None:
+    """The one way this project writes a safetensors file: atomically (media.outputs.atomic_path), in its folder,
+    made if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -36,7 +38,7 @@ def save_single_file(model: LoadedModel, path: str | Path, dtype: torch.dtype | 
         for k, v in module.state_dict().items():
             ours, theirs = next((o, t) for o, t in table if k.startswith(o))
             tensors[theirs + k[len(ours):]] = _cast(v, dtype)
-    _write(tensors, Path(path), model_metadata(arch))
+    write_safetensors(tensors, Path(path), model_metadata(arch))
 
 
 def diffusers_configs(arch: Architecture) -> dict[str, dict]:
@@ -69,8 +71,8 @@ def diffusers_configs(arch: Architecture) -> dict[str, dict]:
 def diffusers_state_dicts(model: LoadedModel, dtype: torch.dtype | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """component -> its tensors under diffusers names (through the same tables the loader reads with)."""
     arch = model.architecture
-    tables = {"unet": (keymaps.unet_source, arch.unet), "vae": (keymaps.vae_source, arch.vae),
-              "image_encoder": (keymaps.clip_source, arch.clip)}
+    tables = {"unet": (diffusers_keys.unet_source, arch.unet), "vae": (diffusers_keys.vae_source, arch.vae),
+              "image_encoder": (diffusers_keys.clip_source, arch.clip)}
     out = {}
     for comp, module in model.components().items():
         table, cfg = tables[comp]
@@ -93,7 +95,7 @@ def save_diffusers(model: LoadedModel, folder: str | Path, dtype: torch.dtype | 
     stems = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"}
     for comp, tensors in diffusers_state_dicts(model, dtype).items():
         suffix = f".{variant}" if variant else ""
-        _write(tensors, folder / comp / f"{stems[comp]}{suffix}.safetensors", {"format": "pt"})
+        write_safetensors(tensors, folder / comp / f"{stems[comp]}{suffix}.safetensors", {"format": "pt"})
         (folder / comp / "config.json").write_text(json.dumps(configs[comp], indent=2))
     index = {"_class_name": "StableVideoDiffusionPipeline", "_diffusers_version": "0.24.0",
              "feature_extractor": ["transformers", "CLIPImageProcessor"],

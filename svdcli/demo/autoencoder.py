@@ -17,7 +17,6 @@ seeded by (seed, k), so a run is a function of the initial weights, the settings
 thread count: CPU kernels may order float sums differently elsewhere).
 """
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,15 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vae import SCALE_FACTOR, VAE, AE3DConv, AttnBlock, ResnetBlock, TemporalStack, VAEConfig
+from ..runtime.seeds import seed_of
+from ..training.trainer import TrainingError
 from .procedural import random_clip
 
 
 INIT_LOGVAR = -10.0  # posterior std ≈ 0.007 at the start
 BOX_CONST = 8.0  # the constant channel of box_codec_start
-
-
-class TrainingError(RuntimeError):
-    """Training that cannot go on (NaN loss, degenerate latents); one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +53,6 @@ class VAETrainSettings:
     flicker_weight: float = 0.5  # L1 of the frame-to-frame differences
     kl_weight: float = 1e-6
     seed: int = 0
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 @torch.no_grad()
@@ -297,7 +290,7 @@ def train_vae(vae: VAE, clips_fn: Callable[[int], Tensor], s: VAETrainSettings,
                                 f"expected ({s.batch}, {s.frames}, 3, H, W)")
         for group in opt.param_groups:
             group["lr"] = lr_at(s, step)
-        gen = torch.Generator(device=device).manual_seed(_seed(s.seed, step))
+        gen = torch.Generator(device=device).manual_seed(seed_of(s.seed, step))
         loss, terms, rec = vae_loss(vae, x, gen, s)
         value = loss.item()
         if not math.isfinite(value):

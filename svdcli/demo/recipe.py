@@ -39,7 +39,8 @@ from ..checkpoints.presets import Preset
 from .procedural import BASE_CAMERAS, random_clip
 from ..runtime.devices import resolve_device
 from ..checkpoints.saving import save_single_file
-from ..training.trainer import Trainer, TrainSettings, seed_of
+from ..runtime.seeds import seed_of
+from ..training.trainer import Trainer, TrainSettings
 from ..training.data import DataSettings, encode_arrays
 from ..checkpoints.architectures import ARCHITECTURES
 from .autoencoder import (VAETrainSettings, box_codec_start, calibrate_latent_scale, new_vae, procedural_clips,

@@ -8,7 +8,6 @@ recovered from its sidecar on the next run.
 """
 
 import csv
-import hashlib
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..media.outputs import remove_partials, sidecar_path
+from ..runtime.seeds import digest64
 
 IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff", "*.gif")
 # Per-item settings a job file may override, with their types (CLI flag names with dashes as underscores).
@@ -98,19 +98,15 @@ def read_items(source: str | Path, recursive: bool = False, globs: tuple[str, ..
     return items
 
 
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
 def item_seed(base_seed: int, key: str) -> int:
     """Depends on the base seed and the item's key only: not on folder order, other items or sharding."""
-    return _hash(f"{base_seed}:{key}") % 2**31
+    return digest64(f"{base_seed}:{key}", "big") % 2**31
 
 
 def in_shard(key: str, index: int, count: int) -> bool:
     """Stable assignment by the key's hash: shards are disjoint and complete, and an item keeps its shard when
     other items come and go."""
-    return count <= 1 or _hash(f"shard:{key}") % count == index
+    return count <= 1 or digest64(f"shard:{key}", "big") % count == index
 
 
 def output_name(template: str, item: Item, seed: int, index: int, fmt: str) -> str:

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from .. import __version__
 from .decoding import DecodeOutOfMemory
 from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
 from ..video.interpolate import MAX_RATIO, interpolate
-from ..media.outputs import FORMATS, apply_watermark, atomic_path, can_watermark, latents_path, ping_pong, write_video
+from ..media.outputs import FORMATS, apply_watermark, can_watermark, latents_path, ping_pong, write_video
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 from ..checkpoints.presets import Preset
 from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from ..checkpoints.saving import write_safetensors
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
@@ -186,8 +186,7 @@ def write_latents(path: Path, latents: torch.Tensor, picture: Image.Image, meta:
     run's metadata, written atomically."""
     tensors = {"latents": latents.detach().float().cpu().contiguous(),
                "picture": torch.from_numpy(np.array(picture.convert("RGB")))}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={LATENTS_KEY: json.dumps(meta)})
+    write_safetensors(tensors, path, {LATENTS_KEY: json.dumps(meta)})
 
 
 def read_latents(path: str | Path) -> tuple[torch.Tensor, Image.Image, dict]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torch.nn.utils.parametrize
 from torch import Tensor, nn
 
-from ..checkpoints import diffusers_keys as keymaps
+from ..checkpoints import diffusers_keys
 from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..checkpoints.architectures import Architecture
 
@@ -74,13 +74,13 @@ def parse_spec(spec: str) -> tuple[str, float]:
 def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
     """diffusers module path -> our module path, for every Linear and convolution of the U-Net (from the one key
     table)."""
-    from ..checkpoints.loader import _meta_modules
+    from ..checkpoints.loader import meta_modules
 
     out = {}
-    unet = _meta_modules(arch)["unet"]
+    unet = meta_modules(arch)["unet"]
     for name, m in unet.named_modules():
         if isinstance(m, _LAYERS):
-            theirs = keymaps.unet_source(name + ".weight", arch.unet).keys[0]
+            theirs = diffusers_keys.unet_source(name + ".weight", arch.unet).keys[0]
             out[theirs.removesuffix(".weight")] = name
     return out
 
@@ -260,13 +260,13 @@ def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
 def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: Architecture, alpha: float,
               **meta) -> None:
     """Our file format (used by train-lora and the tests)."""
-    from ..checkpoints.saving import _write
+    from ..checkpoints.saving import write_safetensors
 
     tensors = {}
     for name, (a, b) in pairs.items():
         tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
     rank = next(iter(pairs.values()))[0].shape[0]
-    _write(tensors, Path(path), {META_KEY: json.dumps({"architecture": arch.name, "rank": rank, "alpha": alpha,
+    write_safetensors(tensors, Path(path), {META_KEY: json.dumps({"architecture": arch.name, "rank": rank, "alpha": alpha,
                                                        **meta})})
 
 

@@ -24,6 +24,7 @@ from ..video.curate import ClipRecord
 from ..media.images import fit, to_tensor
 from ..checkpoints.loader import LoadedModel
 from ..models.vae import SCALE_FACTOR
+from ..runtime.seeds import seed_of
 from ..video.motion import FRAME_SUFFIXES, LABELS, VideoError
 
 # --motion values: a group of curate's camera labels, a single label, or any.
@@ -178,10 +179,6 @@ def cache_key(windows: list[Window], d: DataSettings, weights_sha256: str) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _window_seed(seed: int, i: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"aug/{seed}/{i}".encode()).digest()[:8], "little") >> 1
-
-
 @torch.no_grad()
 def _encode(model: LoadedModel, pics: list[Image.Image], d: DataSettings, device: torch.device, i: int,
             chunk: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -191,7 +188,7 @@ def _encode(model: LoadedModel, pics: list[Image.Image], d: DataSettings, device
     z = torch.cat([vae.encode(part) for part in x.split(chunk)])
     first = x[:1]
     clip = encoder.encode_image(first.to(next(encoder.parameters()).dtype)).float().cpu()[0]
-    g = torch.Generator("cpu").manual_seed(_window_seed(d.seed, i))
+    g = torch.Generator("cpu").manual_seed(seed_of("aug", d.seed, i))
     sigmas = torch.exp(d.aug_mean + d.aug_std * torch.randn(d.aug_draws, generator=g))
     eps = torch.randn((d.aug_draws, *first.shape[1:]), generator=g).to(device)
     cond = vae.encode(first + sigmas.view(-1, 1, 1, 1).to(device) * eps)
@@ -237,11 +234,11 @@ def encode_arrays(model: LoadedModel, clips: list[np.ndarray], fps: list[float],
 
 
 def save_cache(cache: WindowCache, path: Path, key: str) -> None:
-    from ..checkpoints.saving import _write
+    from ..checkpoints.saving import write_safetensors
 
     tensors = {"latents": cache.latents, "clip": cache.clip, "cond": cache.cond, "cond_aug": cache.cond_aug,
                "fps_id": cache.fps_id, "motion": cache.motion}
-    _write(tensors, path, {"svdcli.cache": json.dumps({"key": key, "windows": [asdict(w) for w in cache.windows]})})
+    write_safetensors(tensors, path, {"svdcli.cache": json.dumps({"key": key, "windows": [asdict(w) for w in cache.windows]})})
 
 
 def load_cache(path: Path, key: str) -> WindowCache | None:

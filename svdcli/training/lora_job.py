@@ -21,7 +21,8 @@ from ..media.outputs import write_video
 from ..inference.pipeline import SamplingSettings, VideoPipeline
 from ..checkpoints.presets import Preset
 from ..runtime.devices import resolve_device, resolve_dtype
-from .trainer import Dist, Trainer, TrainSettings, TrainingError, seed_of
+from ..runtime.seeds import seed_of
+from .trainer import Dist, Trainer, TrainSettings, TrainingError
 from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        read_frames, save_cache, select_clips, summary)
 

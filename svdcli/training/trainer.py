@@ -11,7 +11,6 @@ generator seeded by (seed, k, g); windows are visited in a seeded permutation pe
 the uninterrupted one, and N processes with batch B see exactly the items one process sees with batch N·B.
 """
 
-import hashlib
 import json
 import math
 import time
@@ -31,9 +30,10 @@ from ..checkpoints.loader import LoadedModel
 from ..inference.lora import META_KEY, LoraPair, lora_targets
 from ..inference.pipeline import SamplingSettings, conditioning_vector
 from ..runtime.devices import DTYPES
+from ..runtime.seeds import seed_of
 from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..inference.sampling import Scalings
-from ..checkpoints.saving import _write
+from ..checkpoints.saving import write_safetensors
 from .data import WindowCache, motion_bucket_for
 
 TRAIN_KEY = "svdcli.train"
@@ -101,10 +101,6 @@ class Dist:
             dist.all_reduce(t)
             t /= self.world
         return t
-
-
-def seed_of(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 def edm_loss(unet: nn.Module, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor, clip: Tensor, y: Tensor,
@@ -441,7 +437,7 @@ class Trainer:
         if self.s.train == "lora":
             meta[META_KEY] = json.dumps(self.lora_metadata(step))
         path = folder / self._name(step)
-        _write(tensors, path, meta)
+        write_safetensors(tensors, path, meta)
         self.last_checkpoint = path
         for old in self.checkpoints()[:-self.s.keep_checkpoints]:
             old.unlink()
