@@ -32,7 +32,8 @@ from svdcli.media.images import to_tensor  # noqa: E402
 from svdcli.models.vae import VAE  # noqa: E402
 from svdcli.demo.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
 from svdcli.runtime.seeds import seed_of  # noqa: E402
-from svdcli.demo.autoencoder import psnr, train_vae  # noqa: E402
+from svdcli.demo.autoencoder import train_vae  # noqa: E402
+from svdcli.video.motion import psnr  # noqa: E402
 
 
 def row(values: list[float]) -> str:
@@ -59,7 +60,7 @@ def bounds(pictures: list[torch.Tensor], vae: VAE, r: Recipe) -> None:
         blurred = [torch.from_numpy(cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (0, 0), sigma,
                                                      borderType=cv2.BORDER_REFLECT)).permute(2, 0, 1)[None]
                    for x in pictures]
-        print(f"gaussian blur sigma {sigma:3.1f} px      " + row([psnr(b, x) for b, x in zip(blurred, pictures)]))
+        print(f"gaussian blur sigma {sigma:3.1f} px      " + row([psnr(b, x, peak=2.0) for b, x in zip(blurred, pictures)]))
     recipe_scale = [to_tensor(im) for im in held_out_images(len(pictures), r.width, r.height, scale=2)[1:]]
     print("shipped autoencoder, held-out scenes   " + row(autoencoder_psnr(vae, pictures)))
     print("shipped autoencoder, scenes at 2x size " + row(autoencoder_psnr(vae, recipe_scale))

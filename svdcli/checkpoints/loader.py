@@ -16,17 +16,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import diffusers_keys
-from ..runtime.quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
 from ..models.clip import CLIPConfig, ImageEncoder
 from ..models.init import random_tensor
 from ..models.unet import UNetConfig, VideoUNet
 from ..models.vae import VAE, VAEConfig
-from .safetensors_io import CheckpointError, SafetensorsFile, refuse_pickle
+from ..runtime.progress import Progress
+from ..runtime.quantize import WEIGHT_DTYPES, Int8Linear, check_int8, storable, store_weight
+from . import diffusers_keys
 from .architectures import ARCHITECTURES, RELEASED_FILES, UNET_PREFIX, Architecture
+from .safetensors_io import CheckpointError, SafetensorsFile, refuse_pickle
 
 META_KEY = "svdcli.config"  # our own files record what shapes cannot say (attention head widths, architecture)
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -81,7 +81,7 @@ def _count(keys, pattern: str) -> int:
 
 def infer_unet_config(s: Callable[[str], tuple[int, ...] | None], head_dim: int = 64) -> UNetConfig:
     mc, in_ch = s("input_blocks.0.0.weight")[:2]
-    widths, attention, per_level, i = [[]], [False], [], 1
+    widths, attention, i = [[]], [False], 1
     while (w := s(f"input_blocks.{i}.0.in_layers.2.weight")) or s(f"input_blocks.{i}.0.op.weight"):
         if w:
             widths[-1].append(w[0])

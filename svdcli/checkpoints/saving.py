@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from ..media.outputs import atomic_path
 from . import diffusers_keys
-from .loader import LoadedModel, model_metadata
 from .architectures import Architecture
+from .loader import LoadedModel, model_metadata
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .app import command, err, fail, note
+from .app import command, fail, note
 
 
 def _licence_shown(repo: str) -> bool:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..models.vae import SCALE_FACTOR, VAE, AE3DConv, AttnBlock, ResnetBlock, TemporalStack, VAEConfig
 from ..runtime.seeds import seed_of
 from ..training.trainer import TrainingError
+from ..video.motion import psnr
 from .procedural import random_clip
 
 
@@ -233,12 +234,6 @@ def procedural_clips(seeds: Iterable[int], frames: int, size: tuple[int, int], f
     return x.float() / 127.5 - 1
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2; the same value as on 0..255 before rounding)."""
-    mse = F.mse_loss(a.double(), b.double()).item()
-    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
-
-
 def lr_at(s: VAETrainSettings, step: int) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
@@ -307,7 +302,7 @@ def train_vae(vae: VAE, clips_fn: Callable[[int], Tensor], s: VAETrainSettings,
     seconds = time.perf_counter() - t0
     summary = {"steps": s.steps, "seconds": seconds, "seconds_per_step": seconds / max(1, s.steps), "losses": losses}
     if s.steps:
-        summary |= {"loss": losses[-1], **terms, "psnr": psnr(rec.detach().clamp(-1, 1), x)}
+        summary |= {"loss": losses[-1], **terms, "psnr": psnr(rec.detach().clamp(-1, 1), x, peak=2.0)}
     return summary
 
 

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..video.evaluate import evaluate
-from ..inference.generation import EngineSettings, open_engine, prepare_image, render, resolve_options
-from ..media.images import to_tensor
-from ..inference.lora import apply_loras
-from ..media.outputs import write_video
 from ..checkpoints.presets import load_preset
-from .procedural import SCENES, scene
-from .autoencoder import psnr
 from ..checkpoints.weights import resolve_weights
+from ..inference.generation import EngineSettings, open_engine, prepare_image, render, resolve_options
+from ..inference.lora import apply_loras
+from ..media.images import to_tensor, to_uint8
+from ..media.outputs import write_video
+from ..video.evaluate import evaluate
+from ..video.motion import psnr
+from .procedural import SCENES, scene
 
 MOTION_SETTINGS = (20, 70, 130, 200)
 
@@ -64,7 +64,7 @@ def held_out_images(n: int, w: int, h: int, scale: int = 1) -> list[Image.Image]
     for i in range(n - 1):
         a = scene(rng, scale * h, scale * w, SCENES[i % len(SCENES)])
         y, x = (scale - 1) * h // 2, (scale - 1) * w // 2
-        out.append(Image.fromarray((a[y:y + h, x:x + w] * 255 + 0.5).astype(np.uint8)))
+        out.append(Image.fromarray(to_uint8(a[y:y + h, x:x + w])))
     return out
 
 
@@ -128,7 +128,7 @@ def autoencoder_psnr(vae, pictures: list[torch.Tensor]) -> list[float]:
     decoder sees neighbouring frames."""
     was_training = vae.training
     vae.eval()
-    out = [psnr(vae.decode(vae.encode(x).repeat(3, 1, 1, 1), 3)[:1].clamp(-1, 1), x) for x in pictures]
+    out = [psnr(vae.decode(vae.encode(x).repeat(3, 1, 1, 1), 3)[:1].clamp(-1, 1), x, peak=2.0) for x in pictures]
     vae.train(was_training)
     return out
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..media.images import to_uint8
+
 SCENES = ("noise", "gradient", "shapes", "layered")
 # The base model's camera moves. Zoom is left out of the demo model's base training data on purpose: a zoom LoRA
 # then has something to teach it.
@@ -141,7 +143,7 @@ def render(background: np.ndarray, motion: Motion, frames: int, fps: float, size
             region = frame[y:y + tex.shape[0], x:x + tex.shape[1]]
             region[:] = region * (1 - mask) + tex * mask
         out.append(frame)
-    return (np.clip(np.stack(out), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return to_uint8(np.stack(out))
 
 
 def random_clip(seed: int, frames: int, fps: float, size: tuple[int, int], cameras=BASE_CAMERAS,

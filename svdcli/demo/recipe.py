@@ -28,23 +28,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.architectures import ARCHITECTURES
 from ..checkpoints.loader import LoadedModel
+from ..checkpoints.presets import Preset
+from ..checkpoints.saving import save_single_file
+from ..media.outputs import write_mp4
 from ..models.clip import CLIPConfig, ImageEncoder
 from ..models.init import random_init
 from ..models.unet import VideoUNet
 from ..models.vae import VAE, VAEConfig
-from ..video.motion import clip_motion
-from ..media.outputs import write_mp4
-from ..checkpoints.presets import Preset
-from .procedural import BASE_CAMERAS, random_clip
 from ..runtime.devices import resolve_device
-from ..checkpoints.saving import save_single_file
 from ..runtime.seeds import seed_of
-from ..training.trainer import Trainer, TrainSettings
 from ..training.data import DataSettings, encode_arrays
-from ..checkpoints.architectures import ARCHITECTURES
+from ..training.trainer import Trainer, TrainSettings
+from ..video.motion import clip_motion
 from .autoencoder import (VAETrainSettings, box_codec_start, calibrate_latent_scale, new_vae, procedural_clips,
                         train_vae)
+from .procedural import BASE_CAMERAS, random_clip
 
 # norm_groups 8: the reference's 32 GroupNorm groups at a quarter of its narrowest widths would hold one channel
 # each and remove each channel's image mean (a flat colour could not be output); 8 keeps ≥ 4 channels per group.

@@ -22,13 +22,13 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from .generation import Engine, EngineSettings, open_engine, resolve_options
 from ..checkpoints.loader import LoadedModel
+from ..checkpoints.presets import Preset
+from ..runtime.devices import DTYPES, is_out_of_memory, synchronize
 from ..runtime.offload import MODES
 from ..runtime.peak_memory import TensorBytes
-from ..checkpoints.presets import Preset
 from ..runtime.quantize import WEIGHT_DTYPES, import_bitsandbytes, weight_bytes
-from ..runtime.devices import DTYPES, is_out_of_memory, synchronize
+from .generation import Engine, EngineSettings, open_engine, resolve_options
 
 GIB = 1024**3
 # Dense (no sparsity) tensor-core peak for 16-bit inputs with float32 accumulation, TFLOP/s, from the vendors' data

@@ -18,16 +18,17 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from .decoding import DecodeOutOfMemory
-from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor
-from ..video.interpolate import MAX_RATIO, interpolate
-from ..media.outputs import FORMATS, apply_watermark, can_watermark, latents_path, ping_pong, write_video
-from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 from ..checkpoints.presets import Preset
 from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..checkpoints.saving import write_safetensors
+from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor, to_uint8
+from ..media.outputs import FORMATS, apply_watermark, can_watermark, latents_path, ping_pong, write_video
+from ..video.interpolate import MAX_RATIO, interpolate
+from .decoding import DecodeOutOfMemory
+from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
+
 
 class OptionsError(ValueError):
     """Settings that cannot work; one line for the user."""
@@ -139,14 +140,14 @@ def prepare_image(path: str | Path, o: Options, preset: Preset) -> Image.Image:
     return fit(im, w, h, o.resize)
 
 
-def to_uint8(frames) -> np.ndarray:
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
-    return (frames.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    return to_uint8(frames.permute(0, 2, 3, 1).numpy())
 
 
 def finish_frames(frames, o: Options, progress=None) -> np.ndarray:
     """Decoded frames (T, 3, H, W) in [0, 1] -> what is written: uint8, interpolated, watermarked, looped."""
-    frames = to_uint8(frames)
+    frames = frames_to_uint8(frames)
     if o.interpolate > 1:  # before the watermark, so that the new frames carry it too
         frames = interpolate(frames, o.fps, factor=o.interpolate, progress=progress).frames
     if o.watermark:

@@ -21,8 +21,8 @@ import torch.nn.utils.parametrize
 from torch import Tensor, nn
 
 from ..checkpoints import diffusers_keys
-from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..checkpoints.architectures import Architecture
+from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 
 META_KEY = "svdcli.lora"
 # Cross-attention attends to a single CLIP token, so its softmax is exactly 1 whatever the query and key: attn2's

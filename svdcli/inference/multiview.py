@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .generation import Engine, Options
 from ..media.images import ImageError, load_image
 from ..media.outputs import atomic_path, latents_path, png_info, write_video
+from .generation import Engine, Options
 
 VIEWS = 21  # SV3D was trained on 21-view orbits
 ELEVATION_DEG = 10.0  # the reference's default camera elevation

@@ -8,7 +8,6 @@ generate = sample (encode the image, denoise: the expensive part) + decode (late
 memory rather than fail; decoding.py).
 """
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -17,18 +16,14 @@ from torch import Tensor
 
 from ..checkpoints.loader import LoadedModel
 from ..models.layers import timestep_embedding
+from ..runtime.devices import synchronize
+from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
+from ..runtime.progress import Progress
+from ..runtime.quantize import has_stored_weights
 from .decoding import Decoded, decode_latents
 from .flops import unet_call_flops
-from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
-from ..runtime.quantize import has_stored_weights
-from ..runtime.devices import synchronize
 from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
 
-# (stage, done, total). Stages: "encode", "sample-flops" (sent once before sampling: done = FLOPs of one step,
-# total = steps), "compile" (0 then 1 around the first step of a compiled U-Net, which compiles it), "sample"
-# (steps), "decode" (frames), "decode-retry-chunk" / "decode-retry-tiles" (decoding.decode_latents). Each phase's
-# end is reported after the device has finished its work, so a clock read in the callback times the work.
-Progress = Callable[[str, int, int], None]
 
 
 def _loaded(module: torch.nn.Module) -> bool:

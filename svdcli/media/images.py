@@ -89,6 +89,12 @@ def auto_size(im: Image.Image, area: int, multiple: int = 64) -> tuple[int, int]
     return max(multiple, round(w / multiple) * multiple), max(multiple, round(h / multiple) * multiple)
 
 
+def to_uint8(x: np.ndarray, scale: float = 255.0) -> np.ndarray:
+    """Values rounded to the nearest of 256 levels and clipped: values in [0, 1] with the default scale, or values
+    already in levels (0..255) with scale 1."""
+    return np.clip(x * scale + 0.5, 0, 255).astype(np.uint8)
+
+
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1], as the reference converts (ToTensor, then ×2 − 1)."""
     a = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).float() / 255

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..video.curate import ClipRecord
-from ..media.images import fit, to_tensor
 from ..checkpoints.loader import LoadedModel
+from ..media.images import fit, to_tensor
 from ..models.vae import SCALE_FACTOR
 from ..runtime.seeds import seed_of
+from ..video.curate import ClipRecord
 from ..video.motion import FRAME_SUFFIXES, LABELS, VideoError
 
 # --motion values: a group of curate's camera labels, a single label, or any.

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from ..video.curate import ClipRecord, CurateSettings, curate
-from ..inference.generation import EngineSettings, open_engine, to_uint8
+from ..checkpoints.presets import Preset
+from ..inference.generation import EngineSettings, frames_to_uint8, open_engine
+from ..inference.pipeline import SamplingSettings, VideoPipeline
 from ..media.images import fit, load_image, to_tensor
 from ..media.outputs import write_video
-from ..inference.pipeline import SamplingSettings, VideoPipeline
-from ..checkpoints.presets import Preset
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.seeds import seed_of
-from .trainer import Dist, Trainer, TrainSettings, TrainingError
+from ..video.curate import ClipRecord, CurateSettings, curate
 from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        read_frames, save_cache, select_clips, summary)
+from .trainer import Dist, Trainer, TrainSettings, TrainingError
 
 MANIFEST = "curate.jsonl"
 
@@ -190,7 +190,7 @@ def validation_sampler(pipe: VideoPipeline, image, settings: SamplingSettings, f
             unet.train(was_training)
         target = folder / f"step-{step:06d}.mp4"
         folder.mkdir(parents=True, exist_ok=True)
-        write_video(to_uint8(result.frames), target, "mp4", fps, {"step": step, "seed": seed,
+        write_video(frames_to_uint8(result.frames), target, "mp4", fps, {"step": step, "seed": seed,
                                                                    "settings": asdict(settings)})
         return target
     return sample

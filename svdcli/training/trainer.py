@@ -25,15 +25,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .. import __version__
-from ..runtime.interrupts import held
 from ..checkpoints.loader import LoadedModel
+from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from ..checkpoints.saving import write_safetensors
 from ..inference.lora import META_KEY, LoraPair, lora_targets
 from ..inference.pipeline import SamplingSettings, conditioning_vector
-from ..runtime.devices import DTYPES
-from ..runtime.seeds import seed_of
-from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..inference.sampling import Scalings
-from ..checkpoints.saving import write_safetensors
+from ..runtime.devices import DTYPES
+from ..runtime.interrupts import held
+from ..runtime.seeds import seed_of
 from .data import WindowCache, motion_bucket_for
 
 TRAIN_KEY = "svdcli.train"

@@ -47,8 +47,9 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
-from .motion import flow, read_clip
+from ..media.images import to_uint8
 from ..media.outputs import sidecar_path
+from .motion import flow, read_clip
 
 MAX_RATIO = 16  # more than 16 new frames per source frame: slow motion, not smoothing, and memory grows with it
 WORK_PIXELS = 100_000  # flow is computed on a copy of the frames shrunk to at most this many pixels
@@ -277,7 +278,7 @@ def between(a: np.ndarray, b: np.ndarray, pf: PairFlow, t: float) -> np.ndarray:
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
     blend = (1 - t) * a32 + t * b32
     if not pf.related:
-        return _to_uint8(blend)
+        return to_uint8(blend, scale=1)
     h, w = a.shape[:2]
     est = motion_at(pf, t)
     if pf.scale > 1:
@@ -300,11 +301,7 @@ def between(a: np.ndarray, b: np.ndarray, pf: PairFlow, t: float) -> np.ndarray:
     gain = box(a32, b32) - box(wa, wb)  # how much better the motion explains the pair, grey levels
     trust = 1 - seen_a * seen_b * (1 - np.clip(gain / 4, 0, 1))
     trust = cv2.GaussianBlur(trust, (0, 0), 1.5)[..., None]
-    return _to_uint8(trust * warped + (1 - trust) * blend)
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    return to_uint8(trust * warped + (1 - trust) * blend, scale=1)
 
 
 # --- a clip ----------------------------------------------------------------------------------------------------------

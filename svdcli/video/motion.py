@@ -279,9 +279,11 @@ def brightness_and_contrast(frames: np.ndarray) -> tuple[float, float]:
     return float(g.mean()), float(g.std())
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+def psnr(a, b, peak: float = 255.0) -> float:
+    """PSNR in dB of two images or stacks of them: uint8 arrays with the default peak, or [-1, 1] arrays or CPU
+    tensors with peak 2 (the same value as on 0..255 before rounding)."""
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak ** 2 / mse)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
