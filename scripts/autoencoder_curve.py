@@ -14,7 +14,6 @@ size as the held-out ones are. A measurement for planning the recipe (docs/demo-
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -24,16 +23,14 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from svdcli.demo.checks import DemoChecker, autoencoder_psnr, held_out_images  # noqa: E402
-from svdcli.demo.recipe import Recipe, autoencoder_clips, autoencoder_settings, autoencoder_start  # noqa: E402
-from svdcli.media.images import to_tensor  # noqa: E402
-from svdcli.models.vae import VAE  # noqa: E402
-from svdcli.demo.procedural import BASE_CAMERAS, SCENES, Motion, render, scene  # noqa: E402
-from svdcli.runtime.seeds import seed_of  # noqa: E402
-from svdcli.demo.autoencoder import train_vae  # noqa: E402
-from svdcli.video.motion import psnr  # noqa: E402
+from svdcli.demo.checks import DemoChecker, autoencoder_psnr, held_out_images
+from svdcli.demo.recipe import Recipe, autoencoder_clips, autoencoder_settings, autoencoder_start
+from svdcli.media.images import to_tensor
+from svdcli.models.vae import VAE
+from svdcli.demo.procedural import BASE_CAMERAS, SCENES, Motion, render, scene
+from svdcli.runtime.seeds import seed_of
+from svdcli.demo.autoencoder import train_vae
+from svdcli.video.motion import psnr
 
 
 def row(values: list[float]) -> str:

@@ -5,15 +5,12 @@
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from svdcli.demo.checks import DemoChecker, monotonic, share  # noqa: E402
+from svdcli.demo.checks import DemoChecker, monotonic, share
 
 
 def main():

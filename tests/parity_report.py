@@ -1,15 +1,12 @@
 """Print the measured parity errors of tests/test_parity.py (the figures in docs/architecture.md).
 
-    python scripts/parity_report.py
+    python -m tests.parity_report
 """
 
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests import test_parity as p  # noqa: E402
+from . import test_parity as p
 
 with tempfile.TemporaryDirectory() as tmp:
     svd = p.diffusers_copy("svd", 1, Path(tmp) / "svd")
