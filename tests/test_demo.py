@@ -43,7 +43,7 @@ def test_generate_with_no_flags_uses_the_demo_model_offline(tmp_path):
     assert len(videos) == 1
     meta = json.loads(videos[0].with_suffix(".json").read_text())
     assert meta["preset"] == "demo" and meta["frames_written"] == 14 and (meta["width"], meta["height"]) == (192, 128)
-    from svdcli.video.motion import read_clip
+    from svdcli.media.video_io import read_clip
 
     frames, fps = read_clip(videos[0])
     assert frames.shape == (14, 128, 192, 3) and fps == 7

@@ -68,7 +68,7 @@ def evaluate(
     """Measure a clip: first-frame fidelity, motion, flicker, consistency, camera motion."""
     from ..video.evaluate import evaluate as run
     from ..media.images import ImageError
-    from ..video.motion import VideoError
+    from ..media.video_io import VideoError
 
     try:
         result = run(video, image, fps)

@@ -36,7 +36,7 @@ def interpolate(
     """Raise the frame rate of a clip with optical-flow interpolation (no downloaded weights)."""
     from ..video.interpolate import InterpolateError, metadata, read_source, resolve_ratio
     from ..video.interpolate import interpolate as run
-    from ..video.motion import VideoError
+    from ..media.video_io import VideoError
     from ..media.outputs import FORMATS, OutputError, output_path, sidecar_path, write_video
 
     started = time.perf_counter()

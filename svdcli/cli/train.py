@@ -191,7 +191,7 @@ def train_lora(
 
     from ..media.images import ImageError
     from ..inference.lora import LoraError
-    from ..video.motion import VideoError
+    from ..media.video_io import VideoError
     from ..checkpoints.safetensors_io import CheckpointError
     from ..training.trainer import TrainingError
     from ..training.lora_job import Job, run

@@ -22,10 +22,11 @@ from torch import Tensor
 
 from ..checkpoints.loader import LoadedModel
 from ..media.images import fit, to_tensor
+from ..media.video_io import VideoError, iter_frames
 from ..models.vae import SCALE_FACTOR
 from ..runtime.seeds import seed_of
 from ..video.curate import ClipRecord
-from ..video.motion import FRAME_SUFFIXES, LABELS, VideoError
+from ..video.motion import LABELS
 
 # --motion values: a group of curate's camera labels, a single label, or any.
 MOTION_GROUPS = {"zoom": ("zoom-in", "zoom-out"), "pan": ("pan-left", "pan-right"), "tilt": ("tilt-up", "tilt-down"),
@@ -91,33 +92,6 @@ def plan_windows(clips: list[ClipRecord], frames: int, target_fps: float,
     return windows, skipped
 
 
-def iter_frames(source: str, last: int):
-    """(index, frame (H, W, 3) uint8) of a video (streamed) or a frame folder, up to frame `last`."""
-    p = Path(source)
-    if p.is_dir():
-        names = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
-        for i, name in enumerate(names[:last + 1]):
-            try:
-                yield i, np.asarray(Image.open(name).convert("RGB"))
-            except OSError as e:
-                raise VideoError(f"{name}: unreadable frame ({e})") from None
-        return
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(p))
-        meta = next(reader)
-        w, h = meta["size"]
-        for i, f in enumerate(reader):
-            yield i, np.frombuffer(f, np.uint8).reshape(h, w, 3)
-            if i >= last:
-                reader.close()
-                return
-    except (RuntimeError, OSError, StopIteration, ValueError) as e:
-        raise VideoError(f"{p}: cannot be read again ({str(e).splitlines()[0][:120] if str(e) else 'empty'})") \
-            from None
-
-
 def window_frames(source: str, windows: list["Window"], frames: int, width: int, height: int):
     """(window, its frames fitted to width×height) for the windows of one source, each as soon as its last frame
     has been read: one pass over the source, holding one window's (already resized) frames at a time."""
@@ -135,15 +109,6 @@ def window_frames(source: str, windows: list["Window"], frames: int, width: int,
                 yield todo[j], [got[k] for k in range(frames)]
     if done < len(todo):
         raise VideoError(f"{source}: has fewer frames than the curate manifest says; run curate again")
-
-
-def read_frames(source: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """Only the wanted frames of a video or a frame folder."""
-    wanted = set(indices)
-    out = {i: f for i, f in iter_frames(source, max(wanted)) if i in wanted}
-    if len(out) < len(wanted):
-        raise VideoError(f"{source}: has fewer frames than the curate manifest says; run curate again")
-    return out
 
 
 @dataclass

@@ -19,11 +19,12 @@ from ..inference.generation import EngineSettings, frames_to_uint8, open_engine
 from ..inference.pipeline import SamplingSettings, VideoPipeline
 from ..media.images import fit, load_image, to_tensor
 from ..media.outputs import write_video
+from ..media.video_io import read_frames
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.seeds import seed_of
 from ..video.curate import ClipRecord, CurateSettings, curate
 from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
-                       read_frames, save_cache, select_clips, summary)
+                       save_cache, select_clips, summary)
 from .trainer import Dist, Trainer, TrainSettings, TrainingError
 
 MANIFEST = "curate.jsonl"

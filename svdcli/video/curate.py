@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .motion import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoError, brightness_and_contrast, clip_motion, find_cuts, \
-    read_clip, segments
+from ..media.video_io import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoError, read_clip
+from .motion import brightness_and_contrast, clip_motion, find_cuts, segments
 
 
 @dataclass

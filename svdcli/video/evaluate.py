@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from ..media.images import fit, load_image
-from .motion import clip_motion, psnr, read_clip, ssim
+from ..media.video_io import read_clip
+from .motion import clip_motion, psnr, ssim
 
 
 def evaluate(video: str | Path, image: str | Path | None = None, fps: float | None = None) -> dict:

@@ -49,7 +49,8 @@ from PIL import Image
 from .. import __version__
 from ..media.images import to_uint8
 from ..media.outputs import sidecar_path
-from .motion import flow, read_clip
+from ..media.video_io import read_clip
+from .motion import flow
 
 MAX_RATIO = 16  # more than 16 new frames per source frame: slow motion, not smoothing, and memory grows with it
 WORK_PIXELS = 100_000  # flow is computed on a copy of the frames shrunk to at most this many pixels

@@ -1,4 +1,5 @@
-"""Reading clips and measuring their motion: optical flow, camera-motion labels, cuts, and clip quality.
+"""Measuring clips' motion: optical flow, camera-motion labels, cuts, and clip quality (clips are read by
+media.video_io).
 
 Shared by `svd curate` (which clips to train on) and `svd eval` (what a generated clip did).
 
@@ -11,52 +12,12 @@ flow left unexplained is object motion. Sign conventions: a camera panning right
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".gif", ".avi", ".m4v")
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ANALYSIS_WIDTH = 256
 LABELS = ("static", "pan-left", "pan-right", "tilt-up", "tilt-down", "zoom-in", "zoom-out", "roll")
-
-
-class VideoError(ValueError):
-    """A clip that cannot be read; one line for the user."""
-
-
-def read_clip(path: str | Path, default_fps: float = 24.0) -> tuple[np.ndarray, float]:
-    """(frames (T, H, W, 3) uint8, fps) from a video file or a folder of frame images (sorted by name)."""
-    p = Path(path)
-    if p.is_dir():
-        names = sorted(f for f in p.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
-        if not names:
-            raise VideoError(f"{p}: no frame images")
-        from PIL import Image
-
-        try:
-            frames = [np.asarray(Image.open(f).convert("RGB")) for f in names]
-        except OSError as e:
-            raise VideoError(f"{p}: unreadable frame ({e})") from None
-        if len({f.shape for f in frames}) > 1:
-            raise VideoError(f"{p}: frames of different sizes")
-        return np.stack(frames), default_fps
-    if not p.is_file():
-        raise VideoError(f"{p}: no such file")
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(p))
-        meta = next(reader)
-        w, h = meta["size"]
-        frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
-    except (RuntimeError, OSError, StopIteration, ValueError) as e:
-        raise VideoError(f"{p}: not a video ffmpeg can read ({str(e).splitlines()[0][:120] if str(e) else 'empty'})") \
-            from None
-    if not frames:
-        raise VideoError(f"{p}: no frames")
-    return np.stack(frames), float(meta.get("fps") or default_fps)
 
 
 def grey_small(frame: np.ndarray, width: int = ANALYSIS_WIDTH) -> np.ndarray:
