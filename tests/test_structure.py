@@ -15,10 +15,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def single_file_names(arch) -> dict[str, list[int]]:
     out = {}
     for comp, module in meta_modules(arch).items():
-        table = sorted(arch.single_file_prefixes()[comp].items(), key=lambda p: -len(p[0]))
         for k, v in module.state_dict().items():
-            ours, theirs = next((o, t) for o, t in table if k.startswith(o))
-            out[theirs + k[len(ours):]] = list(v.shape)
+            out[arch.single_file_key(comp, k)] = list(v.shape)
     return out
 
 

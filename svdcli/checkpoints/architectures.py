@@ -43,6 +43,13 @@ class Architecture:
             vae["post_quant_conv."] = DECODER_PREFIX + "post_quant_conv."
         return {"unet": {"": UNET_PREFIX}, "vae": vae, "image_encoder": {"": CLIP_PREFIX}}
 
+    def single_file_key(self, component: str, key: str) -> str:
+        """The single-file name of one of our tensor names (the longest of our prefixes that the name starts with
+        decides, as "" prefixes everything)."""
+        ours, theirs = max(((o, t) for o, t in self.single_file_prefixes()[component].items() if key.startswith(o)),
+                           key=lambda pair: len(pair[0]))
+        return theirs + key[len(ours):]
+
     def skipped_prefixes(self) -> tuple[str, ...]:
         """Tensors of a single file that inference never uses; they are skipped without being read."""
         enc = self.vae_encoder_prefix

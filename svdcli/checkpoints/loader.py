@@ -178,11 +178,6 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
         raise CheckpointError(f"{path}: holds an {name} checkpoint, not {want}")
     prefixes = arch.single_file_prefixes()
 
-    def ours(component):  # our name -> (file name) for one component
-        table = prefixes[component]
-        return lambda k: next(fp + k[len(op):] for op, fp in sorted(table.items(), key=lambda p: -len(p[0]))
-                              if k.startswith(op))
-
     def shape_in(component):
         table = prefixes[component]
         return {op + k[len(fp):]: f.shape(k) for op, fp in table.items() for k in keys if k.startswith(fp)}
@@ -194,7 +189,7 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     for comp, s, probe_key in (("vae", vae_s, "encoder.conv_in.weight"), ("vae", vae_s, "decoder.conv_in.weight"),
                                ("image_encoder", clip_s, "conv1.weight")):
         if probe_key not in s:
-            raise CheckpointError(f"{path}: missing tensor {ours(comp)(probe_key)}")
+            raise CheckpointError(f"{path}: missing tensor {arch.single_file_key(comp, probe_key)}")
     try:
         groups = meta.get("norm_groups", {})  # our own small models only; shapes cannot tell them
         cfgs = {"unet": replace(infer_unet_config(getter(unet_s), meta.get("unet_head_dim", 64)),
@@ -207,9 +202,8 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     arch = replace(arch, unet=cfgs["unet"], vae=cfgs["vae"], clip=cfgs["image_encoder"])
     entries = []
     for comp, module in meta_modules(arch).items():
-        name_of = ours(comp)
         for k, t in module.state_dict().items():
-            file_key = name_of(k)
+            file_key = arch.single_file_key(comp, k)
             entries.append(Entry(comp, k, tuple(t.shape), ((f if file_key in f else None, file_key),),
                                  diffusers_keys.same))
     used = {e.sources[0][1] for e in entries}

@@ -34,10 +34,8 @@ def save_single_file(model: LoadedModel, path: str | Path, dtype: torch.dtype | 
     arch = model.architecture
     tensors = {}
     for comp, module in model.components().items():
-        table = sorted(arch.single_file_prefixes()[comp].items(), key=lambda p: -len(p[0]))
         for k, v in module.state_dict().items():
-            ours, theirs = next((o, t) for o, t in table if k.startswith(o))
-            tensors[theirs + k[len(ours):]] = _cast(v, dtype)
+            tensors[arch.single_file_key(comp, k)] = _cast(v, dtype)
     write_safetensors(tensors, Path(path), model_metadata(arch))
 
 

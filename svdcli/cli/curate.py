@@ -27,9 +27,8 @@ def curate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Split clips at cuts and fades, label camera motion, and drop short, static, dark or flat clips."""
-    from ..video.curate import CurateSettings
+    from ..video.curate import MANIFEST, CurateSettings, manifest_lines, write_manifest
     from ..video.curate import curate as run
-    from ..media.outputs import atomic_path
 
     if not clips.exists():
         fail(f"{clips}: no such folder or file")
@@ -39,11 +38,10 @@ def curate(
         note(f"skipped: {e}", quiet)
     if not records:
         fail(f"{clips}: no readable clips")
-    target = out or (clips if clips.is_dir() else clips.parent) / "curate.jsonl"
-    with atomic_path(target) as tmp:
-        tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
+    target = out or (clips if clips.is_dir() else clips.parent) / MANIFEST
+    write_manifest(records, target)
     if as_json:
-        sys.stdout.write("".join(json.dumps(r.to_json()) + "\n" for r in records))
+        sys.stdout.write(manifest_lines(records))
         return
     table = Table(title=f"{len(records)} clips from {len(records) and len({r.source for r in records})} sources")
     for col in ("clip", "seconds", "camera", "conf.", "motion", "kept"):

@@ -22,13 +22,10 @@ from ..media.outputs import write_video
 from ..media.video_io import read_frames
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.seeds import seed_of
-from ..video.curate import ClipRecord, CurateSettings, curate
+from ..video.curate import MANIFEST, ClipRecord, CurateSettings, curate, read_manifest, write_manifest
 from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        save_cache, select_clips, summary)
 from .trainer import Dist, Trainer, TrainSettings, TrainingError
-
-MANIFEST = "curate.jsonl"
-
 
 @dataclass(frozen=True)
 class Job:
@@ -65,13 +62,6 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
     return Dist(dist.get_rank(), world), dev
 
 
-def read_manifest(path: Path) -> list[ClipRecord]:
-    try:
-        return [ClipRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise TrainingError(f"{path}: not a curate manifest ({e})") from None
-
-
 def clip_records(job: Job, d: Dist, note: Callable[[str], None]) -> list[ClipRecord]:
     """The manifest given, or CLIPS/curate.jsonl, or a fresh curation written to the work folder."""
     given = job.manifest or (job.clips / MANIFEST if job.clips.is_dir() and (job.clips / MANIFEST).exists() else None)
@@ -84,11 +74,7 @@ def clip_records(job: Job, d: Dist, note: Callable[[str], None]) -> list[ClipRec
         records, errors = curate(job.clips, settings)
         for src, e in errors:
             note(f"skipped: {e}")
-        job.work_dir.mkdir(parents=True, exist_ok=True)
-        from ..media.outputs import atomic_path
-
-        with atomic_path(target) as tmp:
-            tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
+        write_manifest(records, target)
     d.barrier()
     return read_manifest(target)
 

@@ -1,11 +1,13 @@
 """Clip curation as in the SVD paper: split at cuts, measure motion, drop what would teach the model the wrong
 thing (too short, static, dark or flat), label camera motion. Produces a manifest that train-lora reads."""
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..media.outputs import atomic_path
 from ..media.video_io import FRAME_SUFFIXES, VIDEO_SUFFIXES, VideoError, read_clip
 from .motion import brightness_and_contrast, clip_motion, find_cuts, segments
 
@@ -45,6 +47,28 @@ class ClipRecord:
 
     def to_json(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+MANIFEST = "curate.jsonl"  # the manifest's name beside the clips (svd curate's default, train-lora's first look)
+
+
+def manifest_lines(records: list[ClipRecord]) -> str:
+    """The manifest's text: one JSON object per clip."""
+    return "".join(json.dumps(r.to_json()) + "\n" for r in records)
+
+
+def write_manifest(records: list[ClipRecord], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(manifest_lines(records))
+
+
+def read_manifest(path: Path) -> list[ClipRecord]:
+    """The records of a manifest write_manifest wrote; VideoError (one line) for anything else."""
+    try:
+        return [ClipRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise VideoError(f"{path}: not a curate manifest ({e})") from None
 
 
 def find_sources(folder: Path) -> list[Path]:
