@@ -33,7 +33,8 @@ import torch
 from svdcli.models.init import random_init
 from svdcli.models.unet import VideoUNet
 from svdcli.runtime.devices import DTYPES
-from svdcli.training.trainer import TrainSettings, add_lora, edm_loss, make_optimizer
+from svdcli.training.settings import TrainSettings
+from svdcli.training.trainer import add_lora, edm_loss, make_optimizer
 from svdcli.checkpoints.architectures import ARCHITECTURES
 a = json.loads(sys.argv[1])
 dev, dtype = torch.device(a["device"]), DTYPES[a["dtype"]]

@@ -18,9 +18,10 @@ from svdcli.video.curate import ClipRecord, CurateSettings, curate
 from svdcli.inference.lora import LoraError, apply_loras, lora_targets
 from svdcli.checkpoints.presets import load_preset
 from svdcli.checkpoints.saving import save_single_file
-from svdcli.training.trainer import TrainingError, TrainSettings, add_lora, edm_loss
+from svdcli.training.settings import DataSettings, TrainSettings
+from svdcli.training.trainer import TrainingError, add_lora, edm_loss
 from svdcli.training.lora_job import Job, run
-from svdcli.training.data import DataSettings, motion_bucket_for, plan_windows
+from svdcli.training.data import motion_bucket_for, plan_windows
 
 from .conftest import tiny_model
 from .synthetic_clips import camera_clip

@@ -73,7 +73,7 @@ def batch(
                  if in_shard(it.key, index, count)]
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, BatchError, WeightsError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, options.OPTION_FLAGS))
     if not items:
         fail(f"{source}: no images" + (f" in shard {index}/{count}" if count > 1 else ""))
 

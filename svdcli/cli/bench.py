@@ -44,7 +44,7 @@ def bench(
         width, height = parse_size(size) if size else ((p.width, p.height) if dev.type != "cpu" else CPU_SIZE)
         frames = frames or (p.frames if dev.type != "cpu" else CPU_FRAMES)
         if frames < 1:
-            raise OptionsError(f"--frames {frames}: must be at least 1")
+            raise OptionsError("frames", f"{frames}: must be at least 1")
         chosen = [BenchConfig.parse(x) for spec in configs for x in spec.split(",")] if configs else \
             default_configs(dev)
         weights_path = Path(weights).expanduser() if weights else None
@@ -54,7 +54,7 @@ def bench(
             raise BenchError(f"--json {json_file}: no such folder")
         settings = BenchSettings(p, dev, width, height, frames, steps, weights_path, seed, vram)
     except (PresetError, OptionsError, BenchError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, options.OPTION_FLAGS))
     note(f"bench: {p.name} architecture, {width}x{height}, {frames} frames, {steps} steps per configuration, "
          f"{'random weights' if weights_path is None else weights_path}", quiet)
     def save(report) -> None:  # after every configuration, so that a run cut short keeps what it measured

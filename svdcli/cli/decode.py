@@ -34,7 +34,7 @@ def decode(
     import dataclasses
 
     from ..inference.generation import (LatentsError, OptionsError, decode_saved, options_of, parse_decode_chunk,
-                              read_latents, validate)
+                                        read_latents)
     from ..inference.multiview import VIDEO_FORMATS, write_orbit_of
     from ..media.outputs import OutputError, output_path, sidecar_path, write_video
     from ..checkpoints.weights import WeightsError
@@ -44,7 +44,6 @@ def decode(
         saved, picture, meta = read_latents(latents)
         o = options_of(meta)
         o = dataclasses.replace(o, format=fmt or o.format, quality=o.quality if quality is None else quality)
-        validate(o)
         chunk = None if decode_chunk is None else parse_decode_chunk(decode_chunk)
         overlap = meta.get("decode_overlap", 0) if decode_overlap is None else decode_overlap
         engine_setup = options.engine_settings(device, "auto", "none", None, "none", overlap, quiet)
@@ -52,8 +51,8 @@ def decode(
         name = latents.name.removesuffix(SUFFIX) if latents.name.endswith(SUFFIX) else latents.stem
         orbit = "multiview" in meta  # svd multiview's run: its folder of views, poses and video
         if orbit and o.format not in VIDEO_FORMATS:
-            raise OptionsError(f"--format {o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs "
-                               "anyway)")
+            raise OptionsError("format", f"{o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are "
+                               "PNGs anyway)")
         folder = orbit or o.format == "png"
         default = latents.parent / (name if folder else f"{name}.{o.format}")
         target = output_path(out or str(default), name, "png" if folder else o.format, overwrite)
@@ -61,7 +60,7 @@ def decode(
         if not source.exists():
             raise WeightsError(f"{source}: the weights this clip was sampled with are not here; pass --weights")
     except (LatentsError, OptionsError, OutputError, WeightsError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, options.OPTION_FLAGS))
     with ProgressView(err, quiet) as progress:
         engine = options.open_engine(None, source, engine_setup, progress, ("vae",), meta["architecture"])
         if weights and engine.weights_sha256 != meta.get("weights_sha256"):

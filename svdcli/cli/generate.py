@@ -54,7 +54,7 @@ def generate(
         refuse_kept_latents(target, overwrite)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, options.OPTION_FLAGS))
     seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
         engine = options.open_engine(p, weights_path, engine_setup, progress)

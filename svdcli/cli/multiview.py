@@ -69,14 +69,14 @@ def multiview(
         if p.architecture not in ("sv3d_u", "sv3d_p"):
             raise PresetError(f"preset {p.name} is {p.architecture}; svd multiview runs SV3D (sv3d-u or sv3d-p)")
         if fmt not in VIDEO_FORMATS:
-            raise OptionsError(f"--format {fmt}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs anyway)")
+            raise OptionsError("format", f"{fmt}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs anyway)")
         watermark = not no_watermark and watermark_available()
         # fps_id is not an SV3D input: pinned so that --fps only sets the playback rate.
         o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=p.fps_id, noise_aug=noise_aug,
                                       cfg_min=cfg_min, cfg_max=cfg_max, size=size, decode_chunk=decode_chunk,
                                       fmt=fmt, watermark=watermark, quality=quality)
         if o.width is None or o.width != o.height:
-            raise OptionsError(f"--size {size}: SV3D views are square, e.g. 576x576")
+            raise OptionsError("size", f"{size}: SV3D views are square, e.g. 576x576")
         path = make_orbit(o.frames, p.architecture == "sv3d_p", elevation, elevations, azimuths, orbit)
         camera = Camera(FOV_DEG if fov is None else fov, RADIUS if radius is None else radius)
         object_ratio = OBJECT_RATIO if object_ratio is None else object_ratio
@@ -88,7 +88,7 @@ def multiview(
         refuse_kept_latents(target, overwrite)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, OrbitError, ImageError, OutputError, WeightsError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, options.OPTION_FLAGS))
     if o.frames != 21:
         warnings.append(f"{o.frames} views: SV3D was trained on 21")
     seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)

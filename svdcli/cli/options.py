@@ -82,18 +82,16 @@ def engine_settings(device: str, dtype: str, offload: str, weights_dtype: str | 
                     decode_overlap: int, quiet: bool, compile: bool = False, loras: list[str] | None = None):
     """The engine flags as EngineSettings, checked and resolved on this machine now, before anything loads (raises
     ValueError with a one-line message); says when offloading has nothing to do here."""
-    from ..inference.generation import EngineSettings, SettingsError
+    from ..inference.generation import EngineSettings
 
-    try:
-        settings = EngineSettings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, compile,
-                                  tuple(loras or ()))
-    except SettingsError as error:
-        raise ValueError(as_flags(str(error))) from None
+    settings = EngineSettings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap, compile,
+                              tuple(loras or ()))
     if settings.resolve().offload != offload:
         note(f"note: --offload {offload} has no effect without an accelerator", quiet)
     return settings
 
 
+OPTION_FLAGS = {"motion_bucket": "--motion"}  # the generation settings whose flag is not their name
 ENGINE_FLAGS = {"weights dtype": "--weights-dtype", "decode overlap": "--decode-overlap",
                 "attention slice": "--attention-slice", "offload": "--offload", "compile": "--compile"}
 
@@ -101,6 +99,18 @@ ENGINE_FLAGS = {"weights dtype": "--weights-dtype", "decode overlap": "--decode-
 def as_flags(message: str) -> str:
     """A library message about EngineSettings, with each setting named by its flag."""
     return re.sub(r"\b(" + "|".join(ENGINE_FLAGS) + r")\b", lambda m: ENGINE_FLAGS[m.group(1)], message)
+
+
+def user_message(error: Exception, renamed: dict[str, str] | None = None) -> str:
+    """The one line for an error: a settings dataclass's (which names its field) with the field's flag instead
+    (--frames, --noise-aug; `renamed` for flags that are not the field's name), anything else as it is."""
+    from ..runtime.settings import SettingsError
+
+    if not isinstance(error, SettingsError):
+        return str(error)
+    flag = (renamed or {}).get(error.setting) or ENGINE_FLAGS.get(error.setting.replace("_", " ")) or \
+        "--" + error.setting.replace("_", "-")
+    return f"{flag} {as_flags(error.detail)}"
 
 
 def open_engine(preset, weights_path, settings, progress, components: tuple[str, ...] | None = None,

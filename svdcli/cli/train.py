@@ -10,9 +10,15 @@ from pathlib import Path
 import typer
 
 from ..runtime.interrupts import Terminated
+from ..training.settings import DataSettings, TrainSettings
 from . import options
 from .app import command, err, fail, note
 from .progress import ProgressView
+
+
+# Settings whose flag is not their name with dashes.
+FLAGS = {"aug_mean": "--noise-aug-mean", "aug_std": "--noise-aug-std", "aug_draws": "--noise-aug-draws",
+         "checkpointing": "--no-grad-checkpointing", "width": "--size", "height": "--size"}
 
 
 def _torchrun(gpus: int) -> int:
@@ -73,41 +79,46 @@ def train_lora(
     size: str = typer.Option(None, help="WIDTHxHEIGHT of the windows, multiples of 64 (default: the preset's)."),
     fps: float = typer.Option(None, help="Rate to sample windows at (default: the preset's fps); the model is "
                                          "conditioned on the rate actually sampled."),
-    steps: int = typer.Option(1000, help="Optimizer steps."),
-    rank: int = typer.Option(16, help="LoRA rank."),
+    steps: int = typer.Option(TrainSettings.steps, help="Optimizer steps."),
+    rank: int = typer.Option(TrainSettings.rank, help="LoRA rank."),
     alpha: float = typer.Option(None, help="LoRA alpha (scale alpha/rank). Default: the rank."),
-    targets: str = typer.Option("temporal", help="temporal (the paper's: temporal attention), spatial, all (both "
-                                                 "attentions), or locon (every linear and convolution layer in the "
-                                                 "U-Net's blocks: learns camera moves the model never made)."),
-    lr: float = typer.Option(1e-4, help="Learning rate after warm-up."),
-    warmup: int = typer.Option(50, help="Steps of linear learning-rate warm-up."),
-    batch: int = typer.Option(1, help="Videos per GPU per micro-step."),
-    accumulate: int = typer.Option(1, help="Micro-steps per optimizer step (gradient accumulation)."),
-    seed: int = typer.Option(0, help="Seed of the LoRA init, the data order and every noise draw."),
-    p_mean: float = typer.Option(0.7, "--p-mean", help="Mean of ln(sigma) of the training noise."),
-    p_std: float = typer.Option(1.6, "--p-std", help="Std of ln(sigma) of the training noise."),
-    aug_mean: float = typer.Option(-3.0, "--noise-aug-mean", help="Mean of ln(noise augmentation)."),
-    aug_std: float = typer.Option(0.5, "--noise-aug-std", help="Std of ln(noise augmentation)."),
-    aug_draws: int = typer.Option(4, "--noise-aug-draws", help="Augmentation draws cached per window."),
-    cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Probability of dropping the image conditioning "
-                                                                   "(keeps guidance working)."),
+    targets: str = typer.Option(TrainSettings.targets, help="temporal (the paper's: temporal attention), spatial, "
+                                "all (both attentions), or locon (every linear and convolution layer in the U-Net's "
+                                "blocks: learns camera moves the model never made)."),
+    lr: float = typer.Option(TrainSettings.lr, help="Learning rate after warm-up."),
+    warmup: int = typer.Option(TrainSettings.warmup, help="Steps of linear learning-rate warm-up."),
+    batch: int = typer.Option(TrainSettings.batch, help="Videos per GPU per micro-step."),
+    accumulate: int = typer.Option(TrainSettings.accumulate, help="Micro-steps per optimizer step (gradient "
+                                                                  "accumulation)."),
+    seed: int = typer.Option(TrainSettings.seed, help="Seed of the LoRA init, the data order and every noise draw."),
+    p_mean: float = typer.Option(TrainSettings.p_mean, "--p-mean", help="Mean of ln(sigma) of the training noise."),
+    p_std: float = typer.Option(TrainSettings.p_std, "--p-std", help="Std of ln(sigma) of the training noise."),
+    aug_mean: float = typer.Option(DataSettings.aug_mean, "--noise-aug-mean", help="Mean of ln(noise augmentation)."),
+    aug_std: float = typer.Option(DataSettings.aug_std, "--noise-aug-std", help="Std of ln(noise augmentation)."),
+    aug_draws: int = typer.Option(DataSettings.aug_draws, "--noise-aug-draws", help="Augmentation draws cached per "
+                                  "window."),
+    cond_dropout: float = typer.Option(TrainSettings.cond_dropout, "--cond-dropout", help="Probability of dropping "
+                                       "the image conditioning (keeps guidance working)."),
     motion_bucket: str = typer.Option(None, "--motion-bucket", help="Motion bucket to condition on: a number, or "
                                       "auto (from each clip's measured motion). Default: the preset's."),
-    windows_per_clip: int = typer.Option(0, "--windows-per-clip", help="At most this many windows per clip (0: all)."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
-    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Newest checkpoints kept."),
-    sample_every: int = typer.Option(0, "--sample-every", help="Steps between validation samples (0: only at the "
-                                                               "end)."),
+    windows_per_clip: int = typer.Option(DataSettings.windows_per_clip, "--windows-per-clip", help="At most this "
+                                         "many windows per clip (0: all)."),
+    checkpoint_every: int = typer.Option(TrainSettings.checkpoint_every, "--checkpoint-every", help="Steps between "
+                                         "checkpoints."),
+    keep_checkpoints: int = typer.Option(TrainSettings.keep_checkpoints, "--keep-checkpoints", help="Newest "
+                                         "checkpoints kept."),
+    sample_every: int = typer.Option(TrainSettings.sample_every, "--sample-every", help="Steps between validation "
+                                     "samples (0: only at the end)."),
     sample_steps: int = typer.Option(25, "--sample-steps", help="Denoising steps of the validation samples."),
     validation_image: Path = typer.Option(None, "--validation-image", help="Image for the validation samples "
                                                                            "(default: a training window's first "
                                                                            "frame)."),
-    optimizer: str = typer.Option("auto", help="auto (8-bit AdamW on CUDA when bitsandbytes is installed), adamw, "
-                                               "adamw8bit."),
-    save_dtype: str = typer.Option("fp32", "--save-dtype", help="The LoRA file's precision: fp32, fp16 or bf16 "
-                                                                 "(half the size; training is unchanged)."),
-    strength: float = typer.Option(1.0, "--strength", help="The strength the file applies at with a plain --lora "
-                                                           "(its alpha × this; training is unchanged)."),
+    optimizer: str = typer.Option(TrainSettings.optimizer, help="auto (8-bit AdamW on CUDA when bitsandbytes is "
+                                  "installed), adamw, adamw8bit."),
+    save_dtype: str = typer.Option(TrainSettings.save_dtype, "--save-dtype", help="The LoRA file's precision: fp32, "
+                                   "fp16 or bf16 (half the size; training is unchanged)."),
+    strength: float = typer.Option(TrainSettings.strength, "--strength", help="The strength the file applies at with "
+                                   "a plain --lora (its alpha × this; training is unchanged)."),
     no_grad_checkpointing: bool = typer.Option(False, "--no-grad-checkpointing", help="Faster, more memory."),
     manifest: Path = typer.Option(None, help="A curate manifest to use (default: CLIPS/curate.jsonl, or curate "
                                              "now)."),
@@ -120,10 +131,8 @@ def train_lora(
     """Train a camera-motion LoRA (the paper's recipe: LoRA in the temporal attention) on curated clips."""
     from ..video.curate import CurateSettings
     from ..inference.generation import OptionsError, parse_size
-    from ..inference.lora import TARGETS
     from ..checkpoints.presets import PresetError, load_preset
-    from ..training.trainer import SAVE_DTYPES, TrainSettings
-    from ..training.data import MOTION_GROUPS, DataSettings
+    from ..training.data import MOTION_GROUPS
     from ..checkpoints.weights import WeightsError, resolve_weights
 
     main_rank = os.environ.get("RANK", "0") == "0"
@@ -140,12 +149,6 @@ def train_lora(
             if not bucket.isdigit() or int(bucket) > 255:
                 raise ValueError(f"--motion-bucket {motion_bucket}: a number 0-255, or auto")
             bucket = int(bucket)
-        if targets not in TARGETS:
-            raise ValueError(f"--targets {targets}: choose one of {', '.join(TARGETS)}")
-        if save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"--save-dtype {save_dtype}: choose one of {', '.join(SAVE_DTYPES)}")
-        if optimizer not in ("auto", "adamw", "adamw8bit"):
-            raise ValueError(f"--optimizer {optimizer}: choose auto, adamw or adamw8bit")
         if validation_image is not None:
             from ..media.images import load_image
 
@@ -156,15 +159,8 @@ def train_lora(
 
         if gpus > 1 and device != "cpu" and torch.cuda.is_available() and gpus > torch.cuda.device_count():
             raise ValueError(f"--gpus {gpus}: this machine has {torch.cuda.device_count()} CUDA devices")
-        for name, v in (("--steps", steps), ("--rank", rank), ("--batch", batch), ("--accumulate", accumulate),
-                        ("--checkpoint-every", checkpoint_every), ("--keep-checkpoints", keep_checkpoints),
-                        ("--noise-aug-draws", aug_draws), ("--sample-steps", sample_steps)):
-            if v < 1:
-                raise ValueError(f"{name} {v}: must be at least 1")
-        if not strength > 0:
-            raise ValueError(f"--strength {strength}: must be above 0")
-        if not 0 <= cond_dropout < 1:
-            raise ValueError("--cond-dropout must be in [0, 1)")
+        if sample_steps < 1:
+            raise ValueError(f"--sample-steps {sample_steps}: must be at least 1")
         out = out or Path(f"{motion}.safetensors")
         work = work_dir or out.with_name(out.stem + "-train")
         resumable = any((work / "checkpoints").glob("step-*.safetensors"))
@@ -185,7 +181,7 @@ def train_lora(
                                  save_dtype=save_dtype, strength=strength)
         weights_path = resolve_weights(weights, p)
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
-        fail(str(x))
+        fail(options.user_message(x, FLAGS))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per rank
         raise typer.Exit(_torchrun(gpus))
 

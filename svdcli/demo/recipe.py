@@ -39,8 +39,9 @@ from ..models.unet import VideoUNet
 from ..models.vae import VAE, VAEConfig
 from ..runtime.devices import resolve_device
 from ..runtime.seeds import seed_of
-from ..training.data import DataSettings, encode_arrays
-from ..training.trainer import Trainer, TrainSettings
+from ..training.data import encode_arrays
+from ..training.settings import DataSettings, TrainSettings
+from ..training.trainer import Trainer
 from ..video.motion import clip_motion
 from .autoencoder import (VAETrainSettings, box_codec_start, calibrate_latent_scale, new_vae, procedural_clips,
                         train_vae)

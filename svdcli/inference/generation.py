@@ -23,6 +23,7 @@ from ..checkpoints.safetensors_io import CheckpointError, SafetensorsFile
 from ..checkpoints.saving import write_safetensors
 from ..media.images import RESIZE_MODES, auto_size, fit, load_image, to_tensor, to_uint8
 from ..media.outputs import FORMATS, apply_watermark, can_watermark, latents_path, ping_pong, write_video
+from ..runtime.settings import SettingsError, at_least, one_of
 from ..video.interpolate import MAX_RATIO, interpolate
 from .decoding import DecodeOutOfMemory
 from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
@@ -30,8 +31,8 @@ from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_inpu
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
 
-class OptionsError(ValueError):
-    """Settings that cannot work; one line for the user."""
+class OptionsError(SettingsError):
+    """Generation settings that cannot work; one line for the user, naming the setting."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,25 @@ class Options:
     azimuths_rad: tuple[float, ...] | None = None
     interpolate: int = 1  # frames out per generated frame (svd interpolate); the file plays at fps * interpolate
 
+    def __post_init__(self):  # settings that cannot work (those outside the trained range only warn)
+        try:
+            self._check()
+        except SettingsError as error:
+            raise OptionsError(error.setting, error.detail) from None
+
+    def _check(self) -> None:
+        at_least(self, ("frames", "steps", "fps"))
+        at_least(self, ("noise_aug", "motion_bucket", "decode_chunk"), 0)
+        one_of("resize", self.resize, RESIZE_MODES)
+        one_of("format", self.format, FORMATS)
+        if not 0 <= self.quality <= 10:
+            raise SettingsError("quality", f"{self.quality}: must be between 0 and 10")
+        if not 1 <= self.interpolate <= MAX_RATIO:
+            raise SettingsError("interpolate", f"{self.interpolate}: 1 (off) or a whole number up to {MAX_RATIO}")
+        for name in ("cfg_min", "cfg_max"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(name, f"{getattr(self, name)}: must be positive")
+
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(frames=self.frames, steps=self.steps, fps_id=self.fps_id,
                                 motion_bucket_id=self.motion_bucket, noise_aug=self.noise_aug, cfg_min=self.cfg_min,
@@ -70,9 +90,9 @@ def parse_size(text: str) -> tuple[int, int] | None:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise OptionsError(f"--size {text}: expected WIDTHxHEIGHT, e.g. 1024x576, or auto") from None
+        raise OptionsError("size", f"{text}: expected WIDTHxHEIGHT, e.g. 1024x576, or auto") from None
     if w <= 0 or h <= 0 or w % 64 or h % 64:
-        raise OptionsError(f"--size {text}: width and height must be positive multiples of 64")
+        raise OptionsError("size", f"{text}: width and height must be positive multiples of 64")
     return w, h
 
 
@@ -90,7 +110,6 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
                 watermark=watermark, quality=quality, interpolate=pick(interpolate, 1))
-    validate(o)
     warnings = []
     if o.motion_bucket > 255:
         warnings.append(f"motion bucket {o.motion_bucket} is above the trained range 0-255")
@@ -109,29 +128,10 @@ def parse_decode_chunk(text: str) -> int:
     try:
         chunk = int(text)
     except ValueError:
-        raise OptionsError(f"--decode-chunk {text}: a number of frames, or auto") from None
+        raise OptionsError("decode_chunk", f"{text}: a number of frames, or auto") from None
     if chunk < 1:
-        raise OptionsError(f"--decode-chunk {text}: must be at least 1, or auto")
+        raise OptionsError("decode_chunk", f"{text}: must be at least 1, or auto")
     return chunk
-
-
-def validate(o: Options) -> None:
-    """Settings that cannot work raise OptionsError (one line)."""
-    for name, value in (("--frames", o.frames), ("--steps", o.steps), ("--fps", o.fps)):
-        if value < 1:
-            raise OptionsError(f"{name} {value}: must be at least 1")
-    if o.noise_aug < 0 or o.motion_bucket < 0:
-        raise OptionsError("--noise-aug and --motion must not be negative")
-    if o.resize not in RESIZE_MODES:
-        raise OptionsError(f"--resize {o.resize}: choose one of {', '.join(RESIZE_MODES)}")
-    if o.format not in FORMATS:
-        raise OptionsError(f"--format {o.format}: choose one of {', '.join(FORMATS)}")
-    if not 0 <= o.quality <= 10:
-        raise OptionsError(f"--quality {o.quality}: must be between 0 and 10")
-    if not 1 <= o.interpolate <= MAX_RATIO:
-        raise OptionsError(f"--interpolate {o.interpolate}: 1 (off) or a whole number up to {MAX_RATIO}")
-    if o.cfg_min <= 0 or o.cfg_max <= 0:
-        raise OptionsError("--cfg-min and --cfg-max must be positive")
 
 
 def prepare_image(path: str | Path, o: Options, preset: Preset) -> Image.Image:
@@ -210,7 +210,7 @@ def options_of(meta: dict) -> Options:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items() if k in known}
     try:
         return Options(**values)
-    except TypeError:
+    except (TypeError, SettingsError):
         raise LatentsError("the file's settings are not those of this svd version") from None
 
 
@@ -300,18 +300,18 @@ class EngineSettings:
         from ..runtime.offload import MODES
         from ..runtime.quantize import WEIGHT_DTYPES
 
-        if self.offload not in MODES:
-            raise SettingsError(f"offload {self.offload}: choose one of {', '.join(MODES)}")
+        one_of("offload", self.offload, MODES)
         if self.compile and self.offload == "sequential":  # refused on every machine, so a script fails alike
-            raise SettingsError("compile cannot be combined with offload sequential (the U-Net's weights change at "
-                                "every block); use offload model with compile, or sequential without it")
-        if self.weights_dtype is not None and self.weights_dtype not in WEIGHT_DTYPES:
-            raise SettingsError(f"weights dtype {self.weights_dtype}: choose one of {', '.join(WEIGHT_DTYPES)}")
+            raise SettingsError("compile", "cannot be combined with offload sequential (the U-Net's weights change "
+                                "at every block); use offload model with compile, or sequential without it")
+        if self.weights_dtype is not None:
+            one_of("weights_dtype", self.weights_dtype, WEIGHT_DTYPES)
         if self.decode_overlap < 0:
-            raise SettingsError("decode overlap must not be negative")
+            raise SettingsError("decode_overlap", "must not be negative")
         if self.attention_slice not in ("auto", "none") and not (str(self.attention_slice).isdigit() and
                                                                  int(self.attention_slice) > 0):
-            raise SettingsError(f"attention slice {self.attention_slice}: auto, none, or a positive number of tokens")
+            raise SettingsError("attention_slice", f"{self.attention_slice}: auto, none, or a positive number of "
+                                "tokens")
 
     def resolve(self) -> "ResolvedEngine":
         from ..runtime.devices import attention_slice_for, free_memory, resolve_device, resolve_dtype
@@ -327,10 +327,6 @@ class EngineSettings:
         # without an accelerator there is nothing to offload to: the modes would only add bookkeeping
         offload = self.offload if device.type != "cpu" else "none"
         return ResolvedEngine(device, resolve_dtype(self.dtype, device), offload, tokens)
-
-
-class SettingsError(ValueError):
-    """Settings that cannot work; one line for the user, naming the setting."""
 
 
 @dataclass(frozen=True)

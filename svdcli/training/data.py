@@ -27,6 +27,7 @@ from ..models.vae import SCALE_FACTOR
 from ..runtime.seeds import seed_of
 from ..video.curate import ClipRecord
 from ..video.motion import LABELS
+from .settings import DataSettings
 
 # --motion values: a group of curate's camera labels, a single label, or any.
 MOTION_GROUPS = {"zoom": ("zoom-in", "zoom-out"), "pan": ("pan-left", "pan-right"), "tilt": ("tilt-up", "tilt-down"),
@@ -124,19 +125,6 @@ class WindowCache:
 
     def __len__(self) -> int:
         return len(self.windows)
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    frames: int
-    width: int
-    height: int
-    fps: float  # the rate windows are sampled at, when the source allows
-    aug_mean: float = -3.0
-    aug_std: float = 0.5
-    aug_draws: int = 4
-    windows_per_clip: int = 0
-    seed: int = 0
 
 
 def cache_key(windows: list[Window], d: DataSettings, weights_sha256: str) -> str:

@@ -23,9 +23,10 @@ from ..media.video_io import read_frames
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.seeds import seed_of
 from ..video.curate import MANIFEST, ClipRecord, CurateSettings, curate, read_manifest, write_manifest
-from .data import (DataSettings, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
+from .data import (cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        save_cache, select_clips, summary)
-from .trainer import Dist, Trainer, TrainSettings, TrainingError
+from .settings import DataSettings, TrainSettings
+from .trainer import Dist, Trainer, TrainingError
 
 @dataclass(frozen=True)
 class Job:

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,50 +35,14 @@ from ..runtime.devices import DTYPES
 from ..runtime.interrupts import held
 from ..runtime.seeds import seed_of
 from .data import WindowCache, motion_bucket_for
+from .settings import SAVE_DTYPE_NAMES, TrainSettings
 
 TRAIN_KEY = "svdcli.train"
-SAVE_DTYPES = {k: DTYPES[k] for k in ("fp32", "fp16", "bf16")}  # a LoRA file's precision
+SAVE_DTYPES = {k: DTYPES[k] for k in SAVE_DTYPE_NAMES}  # a LoRA file's precision
 
 
 class TrainingError(RuntimeError):
     """Training that cannot go on (NaN loss, an incompatible checkpoint); one line for the user."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int = 1000
-    train: str = "lora"  # lora; or full: every U-Net parameter (the demo model's recipe trains from scratch)
-    ema: float = 0.0  # decay of an exponential moving average of the trained weights (0: none); outputs use it
-    rank: int = 16
-    alpha: float = 16.0
-    targets: str = "temporal"  # temporal (the paper's choice), spatial, all (attention); locon (every layer)
-    lr: float = 1e-4
-    batch: int = 1  # videos per process per micro-step
-    accumulate: int = 1  # micro-steps per optimizer step
-    warmup: int = 50  # optimizer steps of linear learning-rate warm-up
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    p_mean: float = 0.7  # ln σ ~ N(p_mean, p_std²): shifted towards high noise for 576×1024 (see docs/train.md)
-    p_std: float = 1.6
-    cond_dropout: float = 0.1
-    motion_bucket: int | None = None  # None: from each clip's measured motion
-    optimizer: str = "auto"  # adamw, adamw8bit (bitsandbytes); auto: adamw8bit on CUDA when installed
-    checkpointing: bool = True  # gradient checkpointing of the U-Net blocks
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    sample_every: int = 0  # 0: a validation sample at the end only
-    save_dtype: str = "fp32"  # the LoRA file's precision: fp32, fp16 or bf16 (training is unchanged)
-    strength: float = 1.0  # the file's alpha is alpha × strength: `--lora FILE` applies it that much stronger than
-    # it was trained (training is unchanged); for an adapter that moves less than its clips (docs/demo-model.md)
-
-    # Settings that may change between a run and its resumption (they do not change the result). The per-process
-    # batch may change too, as long as the global batch (batch × accumulate × processes) does not.
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "sample_every", "batch", "accumulate", "save_dtype",
-                 "strength")
-
-    def fingerprint(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE}
 
 
 @dataclass(frozen=True)
@@ -146,8 +110,6 @@ def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.d
         if not (bnb := import_bitsandbytes()):
             raise TrainingError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes")
         return bnb.optim.AdamW8bit(params, lr=s.lr, weight_decay=s.weight_decay), kind
-    if kind != "adamw":
-        raise TrainingError(f"--optimizer {kind}: choose auto, adamw or adamw8bit")
     return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay), kind
 
 
@@ -203,9 +165,6 @@ class Trainer:
     def __init__(self, model: LoadedModel, data: WindowCache, s: TrainSettings, work_dir: Path,
                  device: torch.device, dtype: torch.dtype, lora_meta: dict, dist_: Dist = Dist(),
                  sampler: Callable[[int], Path] | None = None, on_step: StepCallback | None = None):
-        if min(s.batch, s.accumulate, s.steps, s.rank, s.checkpoint_every, s.keep_checkpoints) < 1:
-            raise TrainingError("steps, batch, accumulate, rank, checkpoint_every and keep_checkpoints must be at "
-                                "least 1")
         if not len(data):
             raise TrainingError("no training windows")
         self.model, self.data, self.s, self.work_dir = model, data, s, Path(work_dir)
@@ -218,16 +177,12 @@ class Trainer:
             self.names = [f"{n}.lora_{x}.weight" for n in sorted(self.layers) for x in "AB"]
             self.params = [getattr(self.layers[n], f"lora_{x}") for n in sorted(self.layers)
                            for x in "AB"]
-        elif s.train == "full":  # float32 master weights; autocast computes in dtype
+        else:  # "full" (TrainSettings checks): float32 master weights; autocast computes in dtype
             unet.float().requires_grad_(True)
             self.layers = {}
             named = dict(unet.named_parameters())
             self.names = sorted(named)
             self.params = [named[n] for n in self.names]
-        else:
-            raise TrainingError(f"train mode {s.train!r}: choose lora or full")
-        if s.save_dtype not in SAVE_DTYPES:
-            raise TrainingError(f"save dtype {s.save_dtype!r}: choose one of {', '.join(SAVE_DTYPES)}")
         self.ema = [p.detach().clone() for p in self.params] if s.ema else None
         self.optimizer, self.optimizer_kind = make_optimizer(self.params, s, device)
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
