@@ -85,8 +85,9 @@ def _diffusers_to_ours(arch: Architecture) -> dict[str, str]:
     return out
 
 
-def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) -> Lora:
-    """variant: the preset in use; a LoRA trained on another built-in variant (svd vs svd-xt, ...) is refused."""
+def read_lora(path: str | Path, arch: Architecture, preset: str | None = None) -> Lora:
+    """preset: the name of the preset in use; a LoRA trained with another built-in preset of the architecture (svd
+    vs svd-xt, ...) is refused. (Our files record that name under "variant", a key kept for the files written.)"""
     from ..checkpoints.presets import builtin_names
 
     f = SafetensorsFile(path)
@@ -94,8 +95,8 @@ def read_lora(path: str | Path, arch: Architecture, variant: str | None = None) 
     if meta.get("architecture") and meta["architecture"] != arch.name:
         raise LoraError(f"{path}: made for {meta['architecture']}, not {arch.name}")
     made_for = meta.get("variant")
-    if variant and made_for and made_for != variant and {made_for, variant} <= set(builtin_names()):
-        raise LoraError(f"{path}: made for {made_for}, not {variant}")
+    if preset and made_for and made_for != preset and {made_for, preset} <= set(builtin_names()):
+        raise LoraError(f"{path}: made for {made_for}, not {preset}")
     renames = None
     a_keys = {}
     for k in f.keys():
@@ -228,14 +229,14 @@ def _pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[in
 
 
 def apply_loras(unet: nn.Module, arch: Architecture, specs: list[str],
-                variant: str | None = None) -> list[AttachedUpdate]:
+                preset: str | None = None) -> list[AttachedUpdate]:
     """Attach each LoRA (FILE[:SCALE]) to the U-Net's layers; returns handles (remove() takes a pair off again).
-    variant: the preset in use, checked against the one a LoRA was trained on."""
+    preset: the name of the preset in use, checked against the one a LoRA was trained with."""
     handles = []
     for spec in specs:
         path, scale = parse_spec(spec)
         try:
-            lora = read_lora(path, arch, variant)
+            lora = read_lora(path, arch, preset)
         except CheckpointError as e:
             raise LoraError(str(e)) from None
         if scale == 0:

@@ -14,23 +14,17 @@ from torch import Tensor, nn
 
 class GroupNorm(nn.GroupNorm):
     """GroupNorm in float32. Works on 4-D (per frame) and 5-D (B, C, T, h, w) inputs; on 5-D the statistics of each
-    group are taken over all frames jointly, as the reference's temporal blocks do."""
+    group are taken over all frames jointly, as the reference's temporal blocks do.
+
+    The reference fixes 32 groups; the configs' norm_groups can say fewer. A model at a fraction of the reference's
+    widths (the demo model) keeps the reference's channels per group with fewer groups, or its narrowest GroupNorms
+    would have one channel per group and remove each channel's image mean: a decoder could then not output a flat
+    colour."""
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight.float() if self.weight is not None else None
         b = self.bias.float() if self.bias is not None else None
         return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
-
-
-def set_norm_groups(module: nn.Module, groups: int) -> None:
-    """Give every GroupNorm in `module` `groups` groups. The reference fixes 32; a model at a fraction of its widths
-    (the demo model) keeps the reference's channels per group with fewer, or its narrowest GroupNorms would have
-    one channel per group and remove each channel's image mean: a decoder could then not output a flat colour."""
-    for m in module.modules():
-        if isinstance(m, nn.GroupNorm):
-            if m.num_channels % groups:
-                raise ValueError(f"{m.num_channels} channels do not split into {groups} groups")
-            m.num_groups = groups
 
 
 class LayerNorm(nn.LayerNorm):

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import (CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices, set_norm_groups,
+from .layers import (CrossAttention, FeedForward, GroupNorm, LayerNorm, MixFactor, in_slices,
                      timestep_embedding)
 
 
@@ -27,28 +27,28 @@ class UNetConfig:
     head_dim: int = 64
     context_dim: int = 1024  # CLIP image embedding
     adm_in_channels: int = 768  # vector conditioning: 768 SVD family, 256 SV3D_u, 1280 SV3D_p
-    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.set_norm_groups)
+    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.GroupNorm)
 
     @property
     def time_embed_dim(self) -> int:
         return self.model_channels * 4
 
 
-def gn32(channels: int) -> GroupNorm:
-    return GroupNorm(32, channels, eps=1e-5)
+def norm(channels: int, groups: int) -> GroupNorm:
+    return GroupNorm(groups, channels, eps=1e-5)
 
 
 class ResBlock(nn.Module):
     """Pre-activation residual block with an additive embedding; 2-D per frame, or 3-D along time only."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, temporal: bool = False):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, temporal: bool = False):
         super().__init__()
         conv = (lambda a, b: nn.Conv3d(a, b, (3, 1, 1), padding=(1, 0, 0))) if temporal else \
             (lambda a, b: nn.Conv2d(a, b, 3, padding=1))
         self.temporal = temporal
-        self.in_layers = nn.Sequential(gn32(c_in), nn.SiLU(), conv(c_in, c_out))
+        self.in_layers = nn.Sequential(norm(c_in, groups), nn.SiLU(), conv(c_in, c_out))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
-        self.out_layers = nn.Sequential(gn32(c_out), nn.SiLU(), nn.Identity(), conv(c_out, c_out))
+        self.out_layers = nn.Sequential(norm(c_out, groups), nn.SiLU(), nn.Identity(), conv(c_out, c_out))
         self.skip_connection = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -63,9 +63,9 @@ class VideoResBlock(ResBlock):
     """Spatial ResBlock (its tensors at the top level, as in the reference), then a temporal ResBlock convolving
     over frames, blended by a learned α: α·spatial + (1−α)·temporal."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int):
-        super().__init__(c_in, c_out, emb_dim)
-        self.time_stack = ResBlock(c_out, c_out, emb_dim, temporal=True)
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int):
+        super().__init__(c_in, c_out, emb_dim, groups)
+        self.time_stack = ResBlock(c_out, c_out, emb_dim, groups, temporal=True)
         self.time_mixer = MixFactor()
 
     def forward(self, x: Tensor, emb: Tensor, num_frames: int, image_only_indicator: Tensor | None) -> Tensor:
@@ -135,9 +135,9 @@ class VideoTransformerBlock(nn.Module):
 
 
 class SpatialVideoTransformer(nn.Module):
-    def __init__(self, channels: int, heads: int, context_dim: int):
+    def __init__(self, channels: int, heads: int, context_dim: int, groups: int):
         super().__init__()
-        self.norm = GroupNorm(32, channels, eps=1e-6)
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)])
         self.time_stack = nn.ModuleList([VideoTransformerBlock(channels, heads, context_dim)])
@@ -227,13 +227,13 @@ class VideoUNet(nn.Module):
                                                      nn.Linear(emb, emb)))
 
         def transformer(ch):
-            return SpatialVideoTransformer(ch, ch // cfg.head_dim, cfg.context_dim)
+            return SpatialVideoTransformer(ch, ch // cfg.head_dim, cfg.context_dim, cfg.norm_groups)
 
         self.input_blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         skip_channels, ch = [mc], mc
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                block = [VideoResBlock(ch, mult * mc, emb)]
+                block = [VideoResBlock(ch, mult * mc, emb, cfg.norm_groups)]
                 ch = mult * mc
                 if cfg.attention_levels[level]:
                     block.append(transformer(ch))
@@ -243,12 +243,13 @@ class VideoUNet(nn.Module):
                 self.input_blocks.append(UNetBlock([Downsample(ch)]))
                 skip_channels.append(ch)
 
-        self.middle_block = UNetBlock([VideoResBlock(ch, ch, emb), transformer(ch), VideoResBlock(ch, ch, emb)])
+        self.middle_block = UNetBlock([VideoResBlock(ch, ch, emb, cfg.norm_groups), transformer(ch),
+                                       VideoResBlock(ch, ch, emb, cfg.norm_groups)])
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                block = [VideoResBlock(ch + skip_channels.pop(), mult * mc, emb)]
+                block = [VideoResBlock(ch + skip_channels.pop(), mult * mc, emb, cfg.norm_groups)]
                 ch = mult * mc
                 if cfg.attention_levels[level]:
                     block.append(transformer(ch))
@@ -256,10 +257,8 @@ class VideoUNet(nn.Module):
                     block.append(Upsample(ch))
                 self.output_blocks.append(UNetBlock(block))
 
-        self.out = nn.Sequential(gn32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(norm(ch, cfg.norm_groups), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         self.checkpointing = False  # training: recompute each layer's activations in the backward pass
-        if cfg.norm_groups != 32:
-            set_norm_groups(self, cfg.norm_groups)
 
     def set_cross_attention_shortcut(self, enabled: bool) -> None:
         """Every cross-attention in SVD attends to a single CLIP token, so its output is to_out(to_v(token)) for

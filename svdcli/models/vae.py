@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import GroupNorm, attention, set_norm_groups
+from .layers import GroupNorm, attention
 
 SCALE_FACTOR = 0.18215  # diffused latents live in scaled space; the conditioning latent does not
 
@@ -26,18 +26,18 @@ class VAEConfig:
     image_channels: int = 3
     temporal_decoder: bool = True  # SVD/SVD-XT; False: frame-wise decoder (image-decoder variants, SV3D)
     post_quant_conv: bool = False  # only the SVD image-decoder variants have one
-    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.set_norm_groups)
+    norm_groups: int = 32  # the reference's; fewer only for models at a fraction of its widths (layers.GroupNorm)
 
 
-def norm(channels: int) -> GroupNorm:
-    return GroupNorm(32, channels, eps=1e-6)
+def norm(channels: int, groups: int) -> GroupNorm:
+    return GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, groups: int):
         super().__init__()
-        self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.conv1 = norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1)
         if c_in != c_out:
             self.nin_shortcut = nn.Conv2d(c_in, c_out, 1)
 
@@ -50,14 +50,14 @@ class ResnetBlock(nn.Module):
 class TemporalStack(nn.Module):
     """Two Conv3d (3,1,1) over frames with a residual; GroupNorm (eps 1e-5) over all frames of the chunk."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
 
         def conv():
             return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-        self.in_layers = nn.Sequential(GroupNorm(32, channels, eps=1e-5), nn.SiLU(), conv())
-        self.out_layers = nn.Sequential(GroupNorm(32, channels, eps=1e-5), nn.SiLU(), nn.Identity(), conv())
+        self.in_layers = nn.Sequential(GroupNorm(groups, channels, eps=1e-5), nn.SiLU(), conv())
+        self.out_layers = nn.Sequential(GroupNorm(groups, channels, eps=1e-5), nn.SiLU(), nn.Identity(), conv())
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T, h, w)
         return x + self.out_layers(self.in_layers(x))
@@ -66,9 +66,9 @@ class TemporalStack(nn.Module):
 class VideoResnetBlock(ResnetBlock):
     """Decoder block: α·temporal + (1−α)·spatial. Note the reverse of the U-Net's blend."""
 
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__(c_in, c_out)
-        self.time_stack = TemporalStack(c_out)
+    def __init__(self, c_in: int, c_out: int, groups: int):
+        super().__init__(c_in, c_out, groups)
+        self.time_stack = TemporalStack(c_out, groups)
         self.mix_factor = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
@@ -81,9 +81,9 @@ class VideoResnetBlock(ResnetBlock):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the h·w positions of a frame, 1×1-conv projections."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = norm(channels)
+        self.norm = norm(channels, groups)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
@@ -138,16 +138,16 @@ class Encoder(nn.Module):
         widths = [ch * m for m in cfg.channel_mult]
         self.conv_in = nn.Conv2d(cfg.image_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        c = ch
+        c, g = ch, cfg.norm_groups
         for i, w in enumerate(widths):
             blocks = []
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResnetBlock(c, w))
+                blocks.append(ResnetBlock(c, w, g))
                 c = w
             last = i == len(widths) - 1
             self.down.append(Level(blocks, None if last else EncoderDownsample(c), "downsample"))
-        self.mid = Mid(ResnetBlock(c, c), AttnBlock(c), ResnetBlock(c, c))
-        self.norm_out = norm(c)
+        self.mid = Mid(ResnetBlock(c, c, g), AttnBlock(c, g), ResnetBlock(c, c, g))
+        self.norm_out = norm(c, g)
         self.conv_out = nn.Conv2d(c, 2 * cfg.z_channels, 3, padding=1)  # mean ⊕ logvar
 
     def forward(self, x: Tensor) -> Tensor:
@@ -179,18 +179,18 @@ class Decoder(nn.Module):
         ch = cfg.channels
         widths = [ch * m for m in cfg.channel_mult]
         block = VideoResnetBlock if cfg.temporal_decoder else ResnetBlock
-        c = widths[-1]
+        c, g = widths[-1], cfg.norm_groups
         self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
-        self.mid = Mid(block(c, c), AttnBlock(c), block(c, c))
+        self.mid = Mid(block(c, c, g), AttnBlock(c, g), block(c, c, g))
         up = []
         for i, w in reversed(list(enumerate(widths))):
             blocks = []
             for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(block(c, w))
+                blocks.append(block(c, w, g))
                 c = w
             up.insert(0, Level(blocks, DecoderUpsample(c) if i else None, "upsample"))
         self.up = nn.ModuleList(up)  # up.0 is the finest level, run last
-        self.norm_out = norm(c)
+        self.norm_out = norm(c, g)
         self.conv_out = AE3DConv(c, cfg.image_channels) if cfg.temporal_decoder else \
             nn.Conv2d(c, cfg.image_channels, 3, padding=1)
 
@@ -216,8 +216,6 @@ class VAE(nn.Module):
         self.decoder = Decoder(cfg)
         if cfg.post_quant_conv:
             self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
-        if cfg.norm_groups != 32:
-            set_norm_groups(self, cfg.norm_groups)
 
     def encode(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [-1, 1] -> posterior mean (N, z, H/8, W/8), unscaled (the conditioning latent)."""
