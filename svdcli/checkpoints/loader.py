@@ -79,39 +79,39 @@ def _count(keys, pattern: str) -> int:
     return len({m.group(1) for k in keys if (m := re.match(pattern, k))})
 
 
-def infer_unet_config(s: Callable[[str], tuple[int, ...] | None], head_dim: int = 64) -> UNetConfig:
-    mc, in_ch = s("input_blocks.0.0.weight")[:2]
+def infer_unet_config(shape_of: Callable[[str], tuple[int, ...] | None], head_dim: int = 64) -> UNetConfig:
+    mc, in_ch = shape_of("input_blocks.0.0.weight")[:2]
     widths, attention, i = [[]], [False], 1
-    while (w := s(f"input_blocks.{i}.0.in_layers.2.weight")) or s(f"input_blocks.{i}.0.op.weight"):
+    while (w := shape_of(f"input_blocks.{i}.0.in_layers.2.weight")) or shape_of(f"input_blocks.{i}.0.op.weight"):
         if w:
             widths[-1].append(w[0])
-            attention[-1] = attention[-1] or s(f"input_blocks.{i}.1.norm.weight") is not None
+            attention[-1] = attention[-1] or shape_of(f"input_blocks.{i}.1.norm.weight") is not None
         else:
             widths.append([]), attention.append(False)
         i += 1
-    ctx = s("middle_block.1.transformer_blocks.0.attn2.to_k.weight")
-    return UNetConfig(in_channels=in_ch, out_channels=s("out.2.weight")[0], model_channels=mc,
+    ctx = shape_of("middle_block.1.transformer_blocks.0.attn2.to_k.weight")
+    return UNetConfig(in_channels=in_ch, out_channels=shape_of("out.2.weight")[0], model_channels=mc,
                       channel_mult=tuple(lv[0] // mc for lv in widths), num_res_blocks=len(widths[0]),
                       attention_levels=tuple(attention), head_dim=head_dim,
-                      context_dim=ctx[1] if ctx else 1024, adm_in_channels=s("label_emb.0.0.weight")[1])
+                      context_dim=ctx[1] if ctx else 1024, adm_in_channels=shape_of("label_emb.0.0.weight")[1])
 
 
-def infer_vae_config(s: Callable[[str], tuple[int, ...] | None], keys) -> VAEConfig:
-    ch, image_ch = s("encoder.conv_in.weight")[:2]
+def infer_vae_config(shape_of: Callable[[str], tuple[int, ...] | None], keys) -> VAEConfig:
+    ch, image_ch = shape_of("encoder.conv_in.weight")[:2]
     levels = _count(keys, r"encoder\.down\.(\d+)\.")
-    mult = tuple(s(f"encoder.down.{i}.block.0.conv1.weight")[0] // ch for i in range(levels))
+    mult = tuple(shape_of(f"encoder.down.{i}.block.0.conv1.weight")[0] // ch for i in range(levels))
     return VAEConfig(channels=ch, channel_mult=mult, num_res_blocks=_count(keys, r"encoder\.down\.0\.block\.(\d+)\."),
-                     z_channels=s("decoder.conv_in.weight")[1], image_channels=image_ch,
-                     temporal_decoder=s("decoder.conv_out.time_mix_conv.weight") is not None,
-                     post_quant_conv=s("post_quant_conv.weight") is not None)
+                     z_channels=shape_of("decoder.conv_in.weight")[1], image_channels=image_ch,
+                     temporal_decoder=shape_of("decoder.conv_out.time_mix_conv.weight") is not None,
+                     post_quant_conv=shape_of("post_quant_conv.weight") is not None)
 
 
-def infer_clip_config(s: Callable[[str], tuple[int, ...] | None], keys, head_width: int | None) -> CLIPConfig:
-    width, _, patch, _ = s("conv1.weight")
-    grid = math.isqrt(s("positional_embedding")[0] - 1)
+def infer_clip_config(shape_of: Callable[[str], tuple[int, ...] | None], keys, head_width: int | None) -> CLIPConfig:
+    width, _, patch, _ = shape_of("conv1.weight")
+    grid = math.isqrt(shape_of("positional_embedding")[0] - 1)
     return CLIPConfig(image_size=grid * patch, patch_size=patch, width=width,
                       layers=_count(keys, r"transformer\.resblocks\.(\d+)\."), head_width=head_width or 80,
-                      mlp_width=s("transformer.resblocks.0.mlp.c_fc.weight")[0], embed_dim=s("proj")[1])
+                      mlp_width=shape_of("transformer.resblocks.0.mlp.c_fc.weight")[0], embed_dim=shape_of("proj")[1])
 
 
 # --- finding files and telling the layout --------------------------------------------------------------------------
@@ -267,7 +267,8 @@ def _plan_diffusers(folder: Path, want: str | None, variant: str | None,
     if want is not None and want != name:
         raise CheckpointError(f"{folder}: holds an {name} checkpoint, not {want}")
     arch = replace(ARCHITECTURES[name], unet=unet_cfg, vae=vae_cfg, clip=clip_cfg)
-    tables = {"unet": diffusers_keys.unet_source, "vae": diffusers_keys.vae_source, "image_encoder": diffusers_keys.clip_source}
+    tables = {"unet": diffusers_keys.unet_source, "vae": diffusers_keys.vae_source,
+              "image_encoder": diffusers_keys.clip_source}
     entries = []
     for comp, module in meta_modules(arch).items():
         cfg = {"unet": arch.unet, "vae": arch.vae, "image_encoder": arch.clip}[comp]

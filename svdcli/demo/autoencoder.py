@@ -234,11 +234,11 @@ def procedural_clips(seeds: Iterable[int], frames: int, size: tuple[int, int], f
     return x.float() / 127.5 - 1
 
 
-def lr_at(s: VAETrainSettings, step: int) -> float:
-    if step < s.warmup:
-        return s.lr * (step + 1) / s.warmup
-    t = (step - s.warmup) / max(1, s.steps - s.warmup)
-    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+def lr_at(settings: VAETrainSettings, step: int) -> float:
+    if step < settings.warmup:
+        return settings.lr * (step + 1) / settings.warmup
+    t = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    return settings.lr * (settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def posterior(vae: VAE, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,7 +247,8 @@ def posterior(vae: VAE, images: Tensor) -> tuple[Tensor, Tensor]:
     return mean, logvar.clamp(-30.0, 20.0)  # the reference's clamp: exp() must not overflow early in training
 
 
-def vae_loss(vae: VAE, x: Tensor, noise_gen: torch.Generator, s: VAETrainSettings) -> tuple[Tensor, dict, Tensor]:
+def vae_loss(vae: VAE, x: Tensor, noise_gen: torch.Generator,
+             settings: VAETrainSettings) -> tuple[Tensor, dict, Tensor]:
     """x (B, T, 3, H, W) in [-1, 1] -> (loss, its terms as floats, the reconstruction (B, T, 3, H, W))."""
     B, T = x.shape[:2]
     flat = x.flatten(0, 1)  # (B·T, 3, H, W): the encoder sees single frames
@@ -261,12 +262,12 @@ def vae_loss(vae: VAE, x: Tensor, noise_gen: torch.Generator, s: VAETrainSetting
                      + (err[..., :, 1:] - err[..., :, :-1]).abs().mean())
     terms["flicker"] = (err[:, 1:] - err[:, :-1]).abs().mean() if T > 1 else err.new_zeros(())
     terms["kl"] = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum() / x.numel()
-    loss = (terms["l1"] + s.l2_weight * terms["l2"] + s.edge_weight * terms["edge"]
-            + s.flicker_weight * terms["flicker"] + s.kl_weight * terms["kl"])
+    loss = (terms["l1"] + settings.l2_weight * terms["l2"] + settings.edge_weight * terms["edge"]
+            + settings.flicker_weight * terms["flicker"] + settings.kl_weight * terms["kl"])
     return loss, {k: v.item() for k, v in terms.items()}, rec
 
 
-def train_vae(vae: VAE, clips_fn: Callable[[int], Tensor], s: VAETrainSettings,
+def train_vae(vae: VAE, clips_fn: Callable[[int], Tensor], settings: VAETrainSettings,
               progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Train `vae` in place for s.steps on clips_fn(step) -> (s.batch, s.frames, 3, H, W) in [-1, 1]; H and W are
     the caller's choice (multiples of the VAE's downsampling), crops included.
@@ -275,33 +276,34 @@ def train_vae(vae: VAE, clips_fn: Callable[[int], Tensor], s: VAETrainSettings,
     sampled latent, as trained), the loss of every step, and the time taken."""
     device = next(vae.parameters()).device
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
     vae.train()
     losses, t0 = [], time.perf_counter()
-    for step in range(s.steps):
+    for step in range(settings.steps):
         x = clips_fn(step).to(device=device, dtype=torch.float32)
-        if x.dim() != 5 or x.shape[:3] != (s.batch, s.frames, 3):
+        if x.dim() != 5 or x.shape[:3] != (settings.batch, settings.frames, 3):
             raise TrainingError(f"clips_fn({step}) gave shape {tuple(x.shape)}; "
-                                f"expected ({s.batch}, {s.frames}, 3, H, W)")
+                                f"expected ({settings.batch}, {settings.frames}, 3, H, W)")
         for group in opt.param_groups:
-            group["lr"] = lr_at(s, step)
-        gen = torch.Generator(device=device).manual_seed(seed_of(s.seed, step))
-        loss, terms, rec = vae_loss(vae, x, gen, s)
+            group["lr"] = lr_at(settings, step)
+        gen = torch.Generator(device=device).manual_seed(seed_of(settings.seed, step))
+        loss, terms, rec = vae_loss(vae, x, gen, settings)
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(f"the VAE loss became {value} at step {step + 1}; training stopped")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if s.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+        if settings.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         opt.step()
         losses.append(value)
         if progress:
-            progress("train", step + 1, s.steps)
+            progress("train", step + 1, settings.steps)
     vae.eval()
     seconds = time.perf_counter() - t0
-    summary = {"steps": s.steps, "seconds": seconds, "seconds_per_step": seconds / max(1, s.steps), "losses": losses}
-    if s.steps:
+    summary = {"steps": settings.steps, "seconds": seconds, "seconds_per_step": seconds / max(1, settings.steps),
+               "losses": losses}
+    if settings.steps:
         summary |= {"loss": losses[-1], **terms, "psnr": psnr(rec.detach().clamp(-1, 1), x, peak=2.0)}
     return summary
 

@@ -134,10 +134,10 @@ def parse_decode_chunk(text: str) -> int:
     return chunk
 
 
-def prepare_image(path: str | Path, o: Options, preset: Preset) -> Image.Image:
+def prepare_image(path: str | Path, options: Options, preset: Preset) -> Image.Image:
     im = load_image(path)
-    w, h = (o.width, o.height) if o.width else auto_size(im, preset.width * preset.height)
-    return fit(im, w, h, o.resize)
+    w, h = (options.width, options.height) if options.width else auto_size(im, preset.width * preset.height)
+    return fit(im, w, h, options.resize)
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -145,29 +145,29 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     return to_uint8(frames.permute(0, 2, 3, 1).numpy())
 
 
-def finish_frames(frames, o: Options, progress=None) -> np.ndarray:
+def finish_frames(frames, options: Options, progress=None) -> np.ndarray:
     """Decoded frames (T, 3, H, W) in [0, 1] -> what is written: uint8, interpolated, watermarked, looped."""
     frames = frames_to_uint8(frames)
-    if o.interpolate > 1:  # before the watermark, so that the new frames carry it too
-        frames = interpolate(frames, o.fps, factor=o.interpolate, progress=progress).frames
-    if o.watermark:
+    if options.interpolate > 1:  # before the watermark, so that the new frames carry it too
+        frames = interpolate(frames, options.fps, factor=options.interpolate, progress=progress).frames
+    if options.watermark:
         frames = apply_watermark(frames)
-    return ping_pong(frames) if o.loop else frames
+    return ping_pong(frames) if options.loop else frames
 
 
-def render(pipe: VideoPipeline, image: Image.Image, o: Options, seed: int, progress=None) -> tuple[np.ndarray,
-                                                                                                  GenerateResult]:
-    result = pipe.generate(to_tensor(image), o.sampling(), seed, progress)
-    return finish_frames(result.frames, o, progress), result
+def render(pipe: VideoPipeline, image: Image.Image, options: Options, seed: int,
+           progress=None) -> tuple[np.ndarray, GenerateResult]:
+    result = pipe.generate(to_tensor(image), options.sampling(), seed, progress)
+    return finish_frames(result.frames, options, progress), result
 
 
-def metadata(o: Options, preset: Preset, seed: int, image_path: str, size: tuple[int, int], weights: Path,
+def metadata(options: Options, preset: Preset, seed: int, image_path: str, size: tuple[int, int], weights: Path,
              weights_sha256: str, architecture: str, **engine) -> dict:
     """engine: how it ran (device, dtype, weights_dtype, offload, decode_overlap, ...), recorded as given."""
     return {"svd_version": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "input": str(image_path), "seed": seed, "preset": preset.name, "architecture": architecture,
             "weights": str(weights), "weights_sha256": weights_sha256, "width": size[0], "height": size[1],
-            **engine, "settings": dataclasses.asdict(o)}
+            **engine, "settings": dataclasses.asdict(options)}
 
 
 class LatentsKept(RuntimeError):
@@ -232,23 +232,23 @@ class Engine:
         files = self.pipe.model.files
         return weights_sha256(files) if files else "random"
 
-    def make(self, image_path: str | Path, o: Options, seed: int, target: Path, progress=None,
+    def make(self, image_path: str | Path, options: Options, seed: int, target: Path, progress=None,
              picture: Image.Image | None = None, save_latents: bool = False) -> dict:
         """Fit the image (unless the caller already did: picture), generate, write target (and its sidecar)
         atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults, LatentsKept when
         decoding failed (the latents then wait beside target). save_latents: write them there in any case."""
-        picture = picture if picture is not None else prepare_image(image_path, o, self.preset)
-        frames, meta = self.run(picture, o, seed, progress, image_path, latents_path(target), save_latents)
-        o = options_of(meta)
-        meta["frames_written"], meta["fps_written"] = len(frames), o.fps * o.interpolate
+        picture = picture if picture is not None else prepare_image(image_path, options, self.preset)
+        frames, meta = self.run(picture, options, seed, progress, image_path, latents_path(target), save_latents)
+        options = options_of(meta)
+        meta["frames_written"], meta["fps_written"] = len(frames), options.fps * options.interpolate
         if progress:
             progress("write", 0, 1)
-        write_video(frames, target, o.format, meta["fps_written"], meta, o.quality)
+        write_video(frames, target, options.format, meta["fps_written"], meta, options.quality)
         if progress:
             progress("write", 1, 1)
         return meta
 
-    def run(self, picture: Image.Image, o: Options, seed: int, progress=None, image_path: str | Path = "",
+    def run(self, picture: Image.Image, options: Options, seed: int, progress=None, image_path: str | Path = "",
             keep_latents: Path | None = None, save_latents: bool = False,
             about: dict | None = None) -> tuple[np.ndarray, dict]:
         """Frames (T, H, W, 3) uint8 for a fitted picture, and the run's metadata (its settings as they ran).
@@ -256,30 +256,30 @@ class Engine:
         keep_latents: where the sampled latents are written if decoding runs out of memory in every plan (then
         LatentsKept is raised), and always with save_latents. Without it such a failure raises DecodeOutOfMemory.
         about: more metadata for the output and the latents (svd multiview's orbit)."""
-        if o.watermark and not can_watermark(*picture.size):
-            o = dataclasses.replace(o, watermark=False)  # invisible-watermark refuses frames under 256x256
+        if options.watermark and not can_watermark(*picture.size):
+            options = dataclasses.replace(options, watermark=False)  # invisible-watermark refuses frames under 256x256
         # Sizes beyond the trained one are decoded in tiles of the trained size (blended over 8 latent pixels).
         w, h = picture.size
         down = self.pipe.downscale
         beyond = w > self.preset.width or h > self.preset.height
         tile = (self.preset.height // down, self.preset.width // down) if beyond else None
-        meta = metadata(o, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
+        meta = metadata(options, self.preset, seed, str(image_path), picture.size, self.weights, self.weights_sha256,
                         self.pipe.model.architecture.name, **self.info, decode_tile=list(tile) if tile else None)
         meta.update(about or {})
         image = to_tensor(picture)
-        latents = self.pipe.sample(image, o.sampling(), seed, progress).cpu()
+        latents = self.pipe.sample(image, options.sampling(), seed, progress).cpu()
         if save_latents:
             write_latents(keep_latents, latents, picture, meta)
         try:
-            decoded = self.pipe.decode(latents, o.decode_chunk, progress, tile)
+            decoded = self.pipe.decode(latents, options.decode_chunk, progress, tile)
         except DecodeOutOfMemory as e:
             if keep_latents is None:
                 raise
             if not save_latents:
                 write_latents(keep_latents, latents, picture, meta)
             raise LatentsKept(str(e), keep_latents) from None
-        frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, image), o, progress)
-        return frames, decoded_metadata(meta, o, decoded)
+        frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, image), options, progress)
+        return frames, decoded_metadata(meta, options, decoded)
 
 
 @dataclass(frozen=True)
@@ -382,10 +382,10 @@ def _architecture(preset: Preset):
         architecture_of(resolve_weights(None, preset))
 
 
-def decoded_metadata(meta: dict, o: Options, decoded) -> dict:
+def decoded_metadata(meta: dict, options: Options, decoded) -> dict:
     """The run's metadata once decoded: the frames per window it came to, and any retries on the way."""
-    o = dataclasses.replace(o, decode_chunk=decoded.plan.chunk)
-    return {**meta, "settings": dataclasses.asdict(o),
+    options = dataclasses.replace(options, decode_chunk=decoded.plan.chunk)
+    return {**meta, "settings": dataclasses.asdict(options),
             "decode": {"chunk": decoded.plan.chunk, "tile": list(decoded.plan.tile) if decoded.plan.tile else None,
                        "retries": decoded.retries}}
 

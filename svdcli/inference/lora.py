@@ -267,8 +267,8 @@ def save_lora(pairs: dict[str, tuple[Tensor, Tensor]], path: str | Path, arch: A
     for name, (a, b) in pairs.items():
         tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = a, b
     rank = next(iter(pairs.values()))[0].shape[0]
-    write_safetensors(tensors, Path(path), {META_KEY: json.dumps({"architecture": arch.name, "rank": rank, "alpha": alpha,
-                                                       **meta})})
+    about = {"architecture": arch.name, "rank": rank, "alpha": alpha, **meta}
+    write_safetensors(tensors, Path(path), {META_KEY: json.dumps(about)})
 
 
 def lora_targets(unet: nn.Module, which: str = "temporal") -> list[str]:

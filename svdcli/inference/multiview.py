@@ -58,9 +58,11 @@ class Orbit:
     def azimuths_rad(self) -> tuple[float, ...]:
         return tuple(math.radians(a) for a in self.azimuths_deg)
 
-    def condition(self, o: Options) -> Options:
+    def condition(self, options: Options) -> Options:
         """o with SV3D_p's camera in it (unchanged for SV3D_u, which has no camera input)."""
-        return replace(o, polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad) if self.conditioned else o
+        if not self.conditioned:
+            return options
+        return replace(options, polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad)
 
 
 def parse_angles(text: str, flag: str) -> list[float]:
@@ -296,19 +298,20 @@ def write_orbit(target: Path, frames: np.ndarray, orbit: Orbit, camera: Camera, 
             (tmp / f"transforms_{split}.json").write_text(json.dumps(synthetic, indent=2) + "\n")
 
 
-def make(engine: Engine, image_path: str | Path, picture: Image.Image, o: Options, orbit: Orbit, seed: int,
+def make(engine: Engine, image_path: str | Path, picture: Image.Image, options: Options, orbit: Orbit, seed: int,
          target: Path, camera: Camera = Camera(), object_ratio: float = OBJECT_RATIO, progress=None) -> dict:
     """Generate the orbit from a prepared picture (prepare_object) and write the folder target; return the metadata."""
-    if o.format not in VIDEO_FORMATS:
-        raise OrbitError(f"--format {o.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs anyway)")
+    if options.format not in VIDEO_FORMATS:
+        raise OrbitError(f"--format {options.format}: choose one of {', '.join(VIDEO_FORMATS)} (the views are PNGs "
+                         "anyway)")
     about = {"multiview": {**asdict(orbit), **asdict(camera), "object_ratio": object_ratio,
                            "views": view_names(orbit)}}  # in the latents too: svd decode writes the same folder
-    frames, meta = engine.run(picture, orbit.condition(o), seed, progress, image_path, latents_path(target),
+    frames, meta = engine.run(picture, orbit.condition(options), seed, progress, image_path, latents_path(target),
                               about=about)
     meta["frames_written"] = len(frames)
     if progress:
         progress("write", 0, 1)
-    write_orbit(target, frames, orbit, camera, o.format, o.fps, o.quality, meta)
+    write_orbit(target, frames, orbit, camera, options.format, options.fps, options.quality, meta)
     if progress:
         progress("write", 1, 1)
     return meta

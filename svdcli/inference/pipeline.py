@@ -71,15 +71,16 @@ def vector_widths(model: LoadedModel) -> list[tuple[str, int]]:
     return [(name, w * adm // total) for name, w in layout]
 
 
-def conditioning_vector(model: LoadedModel, s: SamplingSettings) -> Tensor:
+def conditioning_vector(model: LoadedModel, settings: SamplingSettings) -> Tensor:
     """y for every frame: (T, adm). Scalars are embedded with the same sinusoid as time, then concatenated."""
-    t = s.frames
-    values = {"fps_id": [float(s.fps_id)] * t, "motion_bucket_id": [float(s.motion_bucket_id)] * t,
-              "cond_aug": [float(s.noise_aug)] * t}
+    t = settings.frames
+    values = {"fps_id": [float(settings.fps_id)] * t, "motion_bucket_id": [float(settings.motion_bucket_id)] * t,
+              "cond_aug": [float(settings.noise_aug)] * t}
     if model.architecture.name == "sv3d_p":
-        if s.polars_rad is None or s.azimuths_rad is None or len(s.polars_rad) != t or len(s.azimuths_rad) != t:
+        cameras = (settings.polars_rad, settings.azimuths_rad)
+        if any(angles is None or len(angles) != t for angles in cameras):
             raise ValueError(f"sv3d_p needs one polar and one azimuth angle per frame ({t})")
-        values.update(polar_rad=list(s.polars_rad), azimuth_rad=list(s.azimuths_rad))
+        values.update(polar_rad=list(settings.polars_rad), azimuth_rad=list(settings.azimuths_rad))
     pieces = [timestep_embedding(torch.tensor(values[name], dtype=torch.float64), width)
               for name, width in vector_widths(model)]
     return torch.cat(pieces, dim=1)
@@ -142,14 +143,14 @@ class VideoPipeline:
         return eps_image, eps_latent
 
     @torch.no_grad()
-    def encode_condition(self, image: Tensor, eps_image: Tensor, s: SamplingSettings) -> tuple[Tensor, Tensor]:
+    def encode_condition(self, image: Tensor, eps_image: Tensor, settings: SamplingSettings) -> tuple[Tensor, Tensor]:
         """CLIP embedding of the clean image (1, 1, D) and the unscaled VAE mean of image + noise_aug·ε (1, 4, h, w)."""
         image = image.to(self.device, torch.float32)
         with self.phase(self.model.image_encoder):
             clip = self.model.image_encoder.encode_image(image)
         vae = self.model.vae
         with self.phase(vae.encoder, vae.quant_conv):
-            latent = vae.encode(image + s.noise_aug * eps_image.to(self.device))
+            latent = vae.encode(image + settings.noise_aug * eps_image.to(self.device))
         return clip[:, None].float(), latent
 
     @torch.no_grad()
@@ -165,27 +166,28 @@ class VideoPipeline:
         return decoded
 
     @torch.no_grad()
-    def generate(self, image: Tensor, s: SamplingSettings, seed: int, progress: Progress | None = None,
+    def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
                  tile: tuple[int, int] | None = None) -> GenerateResult:
-        latents = self.sample(image, s, seed, progress).cpu()
-        frames = self.decode(latents, s.decode_chunk, progress, tile).frames
+        latents = self.sample(image, settings, seed, progress).cpu()
+        frames = self.decode(latents, settings.decode_chunk, progress, tile).frames
         return GenerateResult(with_input_view(self.model.architecture.name, frames, image), seed, latents)
 
     @torch.no_grad()
-    def sample(self, image: Tensor, s: SamplingSettings, seed: int, progress: Progress | None = None) -> Tensor:
+    def sample(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None) -> Tensor:
         """The denoised latents (T, 4, h, w), on the device."""
-        t = s.frames
+        t = settings.frames
         eps_image, eps_latent = self.draw_noise(seed, tuple(image.shape), t)
         if progress:
             progress("encode", 0, 1)
-        clip, latent = self.encode_condition(image, eps_image, s)
+        clip, latent = self.encode_condition(image, eps_image, settings)
         if progress:
             synchronize(self.device)
             progress("encode", 1, 1)
-        y = conditioning_vector(self.model, s).to(self.device, self.dtype)
+        y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
         context = clip.to(self.dtype).expand(t, -1, -1)  # (T, 1, D)
         concat = latent.to(self.dtype).expand(t, -1, -1, -1)  # (T, 4, h, w)
-        guide = (TriangleFrameGuidance if s.guidance == "triangle" else LinearFrameGuidance)(s.cfg_min, s.cfg_max)
+        guidance = TriangleFrameGuidance if settings.guidance == "triangle" else LinearFrameGuidance
+        guide = guidance(settings.cfg_min, settings.cfg_max)
         scales = guide.scales(t)
         unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
         unet, dtype = self.unet, self.dtype
@@ -206,8 +208,8 @@ class VideoPipeline:
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
             h, w = concat.shape[-2:]
             progress("sample-flops", unet_call_flops(self.model.architecture.unet, 2 if unconditional else 1, t, h, w),
-                     s.steps)
-        sigmas = edm_sigmas(s.steps, s.sigma_min, s.sigma_max)
+                     settings.steps)
+        sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
 
         def on_step(i: int, n: int) -> None:
             synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock

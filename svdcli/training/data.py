@@ -127,13 +127,13 @@ class WindowCache:
         return len(self.windows)
 
 
-def cache_key(windows: list[Window], d: DataSettings, weights_sha256: str) -> str:
-    blob = json.dumps([[asdict(w) for w in windows], asdict(d), weights_sha256], sort_keys=True)
+def cache_key(windows: list[Window], settings: DataSettings, weights_sha256: str) -> str:
+    blob = json.dumps([[asdict(w) for w in windows], asdict(settings), weights_sha256], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
-def _encode(model: LoadedModel, pics: list[Image.Image], d: DataSettings, device: torch.device, i: int,
+def _encode(model: LoadedModel, pics: list[Image.Image], settings: DataSettings, device: torch.device, i: int,
             chunk: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One window: (latents (T, 4, h, w) scaled, CLIP (D,), conditioning latents (K, 4, h, w), σ_aug (K,))."""
     vae, encoder = model.vae, model.image_encoder
@@ -141,21 +141,21 @@ def _encode(model: LoadedModel, pics: list[Image.Image], d: DataSettings, device
     z = torch.cat([vae.encode(part) for part in x.split(chunk)])
     first = x[:1]
     clip = encoder.encode_image(first.to(next(encoder.parameters()).dtype)).float().cpu()[0]
-    g = torch.Generator("cpu").manual_seed(seed_of("aug", d.seed, i))
-    sigmas = torch.exp(d.aug_mean + d.aug_std * torch.randn(d.aug_draws, generator=g))
-    eps = torch.randn((d.aug_draws, *first.shape[1:]), generator=g).to(device)
+    g = torch.Generator("cpu").manual_seed(seed_of("aug", settings.seed, i))
+    sigmas = torch.exp(settings.aug_mean + settings.aug_std * torch.randn(settings.aug_draws, generator=g))
+    eps = torch.randn((settings.aug_draws, *first.shape[1:]), generator=g).to(device)
     cond = vae.encode(first + sigmas.view(-1, 1, 1, 1).to(device) * eps)
     return (z * SCALE_FACTOR).half().cpu(), clip, cond.half().cpu(), sigmas
 
 
-def _cache(model: LoadedModel, windows: list[Window], d: DataSettings, device: torch.device, window_pictures,
+def _cache(model: LoadedModel, windows: list[Window], settings: DataSettings, device: torch.device, window_pictures,
            progress) -> WindowCache:
     """window_pictures yields (window index, its frames) in any order."""
     model.vae.to(device, torch.float32)  # the reference runs the first stage in float32
     model.image_encoder.to(device)
     parts = {}
     for i, pics in window_pictures:
-        parts[i] = _encode(model, pics, d, device, i)
+        parts[i] = _encode(model, pics, settings, device, i)
         if progress:
             progress("cache", len(parts), len(windows))
     latents, clips, cond, cond_aug = (torch.stack(x) for x in zip(*(parts[i] for i in range(len(windows)))))
@@ -163,7 +163,7 @@ def _cache(model: LoadedModel, windows: list[Window], d: DataSettings, device: t
                        torch.tensor([w.motion for w in windows]), windows)
 
 
-def encode_windows(model: LoadedModel, windows: list[Window], d: DataSettings, device: torch.device,
+def encode_windows(model: LoadedModel, windows: list[Window], settings: DataSettings, device: torch.device,
                    progress: Callable[[str, int, int], None] | None = None) -> WindowCache:
     """Encode every window with the VAE (float32, as the reference runs it) and its first frame with CLIP. Each
     source is read once, streamed, and each window encoded as soon as its frames are in."""
@@ -171,18 +171,18 @@ def encode_windows(model: LoadedModel, windows: list[Window], d: DataSettings, d
 
     def pictures():
         for source in dict.fromkeys(w.source for w in windows):
-            for w, pics in window_frames(source, [w for w in windows if w.source == source], d.frames, d.width,
-                                         d.height):
+            mine = [w for w in windows if w.source == source]
+            for w, pics in window_frames(source, mine, settings.frames, settings.width, settings.height):
                 yield index[id(w)], pics
-    return _cache(model, windows, d, device, pictures(), progress)
+    return _cache(model, windows, settings, device, pictures(), progress)
 
 
 def encode_arrays(model: LoadedModel, clips: list[np.ndarray], fps: list[float], motion: list[float],
-                  d: DataSettings, device: torch.device,
+                  settings: DataSettings, device: torch.device,
                   progress: Callable[[str, int, int], None] | None = None) -> WindowCache:
     """Clips already made at the window size (frames (T, H, W, 3) uint8 each), such as procedural ones."""
     windows = [Window(f"array#{i}", "array", 0, 1, float(f), float(m)) for i, (f, m) in enumerate(zip(fps, motion))]
-    return _cache(model, windows, d, device, ((i, [Image.fromarray(f) for f in c]) for i, c in enumerate(clips)),
+    return _cache(model, windows, settings, device, ((i, [Image.fromarray(f) for f in c]) for i, c in enumerate(clips)),
                   progress)
 
 
@@ -191,7 +191,8 @@ def save_cache(cache: WindowCache, path: Path, key: str) -> None:
 
     tensors = {"latents": cache.latents, "clip": cache.clip, "cond": cache.cond, "cond_aug": cache.cond_aug,
                "fps_id": cache.fps_id, "motion": cache.motion}
-    write_safetensors(tensors, path, {"svdcli.cache": json.dumps({"key": key, "windows": [asdict(w) for w in cache.windows]})})
+    about = {"key": key, "windows": [asdict(w) for w in cache.windows]}
+    write_safetensors(tensors, path, {"svdcli.cache": json.dumps(about)})
 
 
 def load_cache(path: Path, key: str) -> WindowCache | None:

@@ -63,20 +63,20 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
     return Dist(dist.get_rank(), world), dev
 
 
-def clip_records(job: Job, d: Dist, note: Callable[[str], None]) -> list[ClipRecord]:
+def clip_records(job: Job, dist: Dist, note: Callable[[str], None]) -> list[ClipRecord]:
     """The manifest given, or CLIPS/curate.jsonl, or a fresh curation written to the work folder."""
     given = job.manifest or (job.clips / MANIFEST if job.clips.is_dir() and (job.clips / MANIFEST).exists() else None)
     if given:
         return read_manifest(given)
     target = job.work_dir / MANIFEST
-    if d.main and not target.exists():
+    if dist.main and not target.exists():
         settings = replace(job.curate, keep_static=job.curate.keep_static or job.motion == "static")
         note(f"curating {job.clips} ...")
         records, errors = curate(job.clips, settings)
         for src, e in errors:
             note(f"skipped: {e}")
         write_manifest(records, target)
-    d.barrier()
+    dist.barrier()
     return read_manifest(target)
 
 

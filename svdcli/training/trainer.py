@@ -99,18 +99,18 @@ def add_lora(unet: nn.Module, targets: str, rank: int, alpha: float, seed: int,
     return pairs
 
 
-def make_optimizer(params: list[nn.Parameter], s: TrainSettings, device: torch.device) -> tuple[torch.optim.Optimizer,
-                                                                                                   str]:
+def make_optimizer(params: list[nn.Parameter], settings: TrainSettings,
+                   device: torch.device) -> tuple[torch.optim.Optimizer, str]:
     from ..runtime.quantize import import_bitsandbytes
 
-    kind = s.optimizer
+    kind = settings.optimizer
     if kind == "auto":  # 8-bit states save 6 of every 8 bytes of optimizer memory where memory is scarce
         kind = "adamw8bit" if device.type == "cuda" and import_bitsandbytes() else "adamw"
     if kind == "adamw8bit":
         if not (bnb := import_bitsandbytes()):
             raise TrainingError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes")
-        return bnb.optim.AdamW8bit(params, lr=s.lr, weight_decay=s.weight_decay), kind
-    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay), kind
+        return bnb.optim.AdamW8bit(params, lr=settings.lr, weight_decay=settings.weight_decay), kind
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay), kind
 
 
 def _optimizer_to_file(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -162,18 +162,18 @@ class Trainer:
     """Trains LoRA layers on a U-Net from a window cache; writes checkpoints, logs and samples into work_dir
     (rank 0 only). The model's U-Net must already be on `device` with its weights in `dtype`."""
 
-    def __init__(self, model: LoadedModel, data: WindowCache, s: TrainSettings, work_dir: Path,
+    def __init__(self, model: LoadedModel, data: WindowCache, settings: TrainSettings, work_dir: Path,
                  device: torch.device, dtype: torch.dtype, lora_meta: dict, dist_: Dist = Dist(),
                  sampler: Callable[[int], Path] | None = None, on_step: StepCallback | None = None):
         if not len(data):
             raise TrainingError("no training windows")
-        self.model, self.data, self.s, self.work_dir = model, data, s, Path(work_dir)
+        self.model, self.data, self.settings, self.work_dir = model, data, settings, Path(work_dir)
         self.device, self.dtype, self.dist, self.sampler, self.on_step = device, dtype, dist_, sampler, on_step
         self.lora_meta = lora_meta
         unet = model.unet
-        unet.checkpointing = s.checkpointing
-        if s.train == "lora":
-            self.layers = add_lora(unet, s.targets, s.rank, s.alpha, s.seed)
+        unet.checkpointing = settings.checkpointing
+        if settings.train == "lora":
+            self.layers = add_lora(unet, settings.targets, settings.rank, settings.alpha, settings.seed)
             self.names = [f"{n}.lora_{x}.weight" for n in sorted(self.layers) for x in "AB"]
             self.params = [getattr(self.layers[n], f"lora_{x}") for n in sorted(self.layers)
                            for x in "AB"]
@@ -183,8 +183,8 @@ class Trainer:
             named = dict(unet.named_parameters())
             self.names = sorted(named)
             self.params = [named[n] for n in self.names]
-        self.ema = [p.detach().clone() for p in self.params] if s.ema else None
-        self.optimizer, self.optimizer_kind = make_optimizer(self.params, s, device)
+        self.ema = [p.detach().clone() for p in self.params] if settings.ema else None
+        self.optimizer, self.optimizer_kind = make_optimizer(self.params, settings, device)
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         self.net = unet
         if dist_.world > 1:
@@ -199,26 +199,26 @@ class Trainer:
         # What a checkpoint must agree on to be resumed: the settings that shape the result, the data and base
         # weights it was trained on (from lora_meta), the compute dtype and the global batch.
         self.identity = json.loads(json.dumps({
-            **s.fingerprint(), "global_batch": self.global_batch, "dtype": str(dtype).removeprefix("torch."),
+            **settings.fingerprint(), "global_batch": self.global_batch, "dtype": str(dtype).removeprefix("torch."),
             **{k: lora_meta[k] for k in ("motion", "base_sha256", "data_settings") if k in lora_meta}}))
 
     # -- data -------------------------------------------------------------------------------------------------
     @property
     def global_batch(self) -> int:
-        return self.s.batch * self.s.accumulate * self.dist.world
+        return self.settings.batch * self.settings.accumulate * self.dist.world
 
     @lru_cache(maxsize=4)
     def _permutation(self, epoch: int) -> Tensor:
-        return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed_of(self.s.seed, "epoch",
-                                                                                                epoch)))
+        generator = torch.Generator().manual_seed(seed_of(self.settings.seed, "epoch", epoch))
+        return torch.randperm(len(self.data), generator=generator)
 
     def items(self, step: int, micro: int) -> list[int]:
         """This process's items of a micro-step, as indices into the step's global batch."""
-        b = self.s.batch
+        b = self.settings.batch
         return [micro * self.dist.world * b + self.dist.rank * b + j for j in range(b)]
 
     def batch(self, step: int, items: list[int]) -> dict[str, Tensor]:
-        d, s, t = self.data, self.s, self.frames
+        d, s, t = self.data, self.settings, self.frames
         xs, sigmas, noises, conds, clips, ys = [], [], [], [], [], []
         for g in items:
             pos = step * self.global_batch + g
@@ -243,7 +243,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        return self.s.lr * min(1.0, (step + 1) / self.s.warmup) if self.s.warmup > 0 else self.s.lr
+        s = self.settings
+        return s.lr * min(1.0, (step + 1) / s.warmup) if s.warmup > 0 else s.lr
 
     def train_step(self, step: int) -> float:
         """One optimizer step; returns the loss averaged over the global batch."""
@@ -252,19 +253,19 @@ class Trainer:
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
         total = torch.zeros((), device=self.device)
-        for m in range(self.s.accumulate):
+        for m in range(self.settings.accumulate):
             b = self.batch(step, self.items(step, m))
-            sync = self.net.no_sync() if self.dist.world > 1 and m < self.s.accumulate - 1 else nullcontext()
+            sync = self.net.no_sync() if self.dist.world > 1 and m < self.settings.accumulate - 1 else nullcontext()
             with sync:
                 with autocast:
                     loss = edm_loss(self.net, b["x0"], b["sigma"], b["noise"], b["cond"], b["clip"], b["y"],
-                                    self.frames, self.dtype) / self.s.accumulate
+                                    self.frames, self.dtype) / self.settings.accumulate
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
         value = self.dist.mean(total).item()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm or math.inf).item()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm or math.inf).item()
         # fp16: the gradient scaler skips steps with inf gradients by design; otherwise they are a failure.
         bad = value if not math.isfinite(value) else norm if not (math.isfinite(norm) or self.scaler) else None
         if bad is not None:
@@ -286,7 +287,7 @@ class Trainer:
                 with torch.no_grad():
                     # warmed-up decay: with a fixed 0.999 the average would still hold 0.999^3000 = 5 % of the
                     # random initial weights after 3000 steps of training from scratch
-                    decay = min(self.s.ema, (1 + step) / (10 + step))
+                    decay = min(self.settings.ema, (1 + step) / (10 + step))
                     torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
             self.completed = step + 1
             self.updating = False
@@ -302,18 +303,18 @@ class Trainer:
             self._trim_log(start)
             self._open_tensorboard()
         try:
-            for step in range(start, self.s.steps):
+            for step in range(start, self.settings.steps):
                 t0 = time.perf_counter()
                 loss = self.train_step(step)
                 done = self.completed
                 if self.dist.main:
                     self._log(done, loss, time.perf_counter() - t0)
                 if self.on_step:
-                    self.on_step(done, self.s.steps, loss, self.lr_at(step))
-                if done % self.s.checkpoint_every == 0 or done == self.s.steps:
+                    self.on_step(done, self.settings.steps, loss, self.lr_at(step))
+                if done % self.settings.checkpoint_every == 0 or done == self.settings.steps:
                     self.save_checkpoint(done)
-                if self.sampler and self.dist.main and done < self.s.steps and self.s.sample_every and \
-                        done % self.s.sample_every == 0:  # the last step's sample follows the saved result
+                if self.sampler and self.dist.main and done < self.settings.steps and self.settings.sample_every and \
+                        done % self.settings.sample_every == 0:  # the last step's sample follows the saved result
                     self.sample(done)
                 self.dist.barrier()
         except TrainingError:
@@ -358,15 +359,15 @@ class Trainer:
                 torch._foreach_copy_(self.params, saved)
 
     def lora_metadata(self, steps: int) -> dict:
-        return {**self.lora_meta, "architecture": self.model.architecture.name, "rank": self.s.rank,
-                "alpha": self.s.alpha * self.s.strength, "targets": self.s.targets, "steps": steps,
-                "svd_version": __version__, "train_settings": asdict(self.s)}
+        return {**self.lora_meta, "architecture": self.model.architecture.name, "rank": self.settings.rank,
+                "alpha": self.settings.alpha * self.settings.strength, "targets": self.settings.targets, "steps": steps,
+                "svd_version": __version__, "train_settings": asdict(self.settings)}
 
     def save_lora(self, path: Path, steps: int) -> None:
         from ..inference.lora import save_lora
 
         t = self.trained()
-        dtype = SAVE_DTYPES[self.s.save_dtype]
+        dtype = SAVE_DTYPES[self.settings.save_dtype]
         pairs = {n.removesuffix(".lora_A.weight"): (t[n].to(dtype), t[n.replace("lora_A", "lora_B")].to(dtype))
                  for n in t if n.endswith(".lora_A.weight")}
         meta = self.lora_metadata(steps)
@@ -389,12 +390,12 @@ class Trainer:
                  "optimizer_kind": self.optimizer_kind, "world": self.dist.world,
                  "scaler": self.scaler.state_dict() if self.scaler else None}
         meta = {TRAIN_KEY: json.dumps(train)}
-        if self.s.train == "lora":
+        if self.settings.train == "lora":
             meta[META_KEY] = json.dumps(self.lora_metadata(step))
         path = folder / self._name(step)
         write_safetensors(tensors, path, meta)
         self.last_checkpoint = path
-        for old in self.checkpoints()[:-self.s.keep_checkpoints]:
+        for old in self.checkpoints()[:-self.settings.keep_checkpoints]:
             old.unlink()
 
     @staticmethod
