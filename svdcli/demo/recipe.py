@@ -72,7 +72,7 @@ class Recipe:
     height: int = 128
     fps: int = 7
     vae_steps: int = 1500  # from the box-filter codec start (vae_train.box_codec_start); curve in docs/demo-model.md
-    vae_lr: float = 1e-4  # 3e-4 first undid the start's codec (-1.7 dB at 50 steps); 1e-4 dips, then climbs past it
+    vae_lr: float = 1e-4  # a higher rate first undoes the start's codec (docs/demo-model.md, the curve)
     vae_batch: int = 4
     vae_frames: int = 3  # frames per training clip: the temporal decoder's convolutions see 3 frames at a time
     vae_crop: tuple[int, int] = (64, 64)
@@ -82,15 +82,12 @@ class Recipe:
     ema: float = 0.999
     p_mean: float = 0.4  # small latents need less of the high-resolution shift than SVD's 0.7
     p_std: float = 1.6
-    # The zoom LoRA (docs/demo-model.md, the LoRA table): zoom-ins of one speed with no sprites, so that at high
-    # noise the target is one exact zoom rather than the blur of directions, speeds and object motion; σ drawn for
-    # high noise, where a sample's motion is decided; fresh clips (240, each window seen ~12 times) rather than a few
-    # seen often, which a network memorises; and LoCon targets (every linear and convolution layer in the blocks):
-    # attention adapters on the same clips made 2 / 20 zoom labels at 1000 steps, these 6 / 20 (11 / 20 at 1400).
-    # 2000 steps at 2e-3 make 15 / 20; more steps (2600: 13 / 20) or a decaying rate (14 / 20) no longer add.
-    # The clips are conditioned on motion bucket 40, not on their measured motion (bucket 73): the model makes
-    # less than half the motion its bucket asks for, so at the preset's 127 it now asks for more than the clips show
-    # and zooms further (16 / 20, every photo seed).
+    # The zoom LoRA: zoom-ins of one speed with no sprites, so that at high noise the target is one exact zoom
+    # rather than the blur of directions, speeds and object motion; σ drawn for high noise, where a sample's motion
+    # is decided; fresh clips rather than a few seen often, which a network memorises; LoCon targets (every linear
+    # and convolution layer in the blocks), which learn a camera move the base never made, where attention adapters
+    # do not; and motion bucket 40 rather than the clips' measured one, since the model makes less motion than its
+    # bucket asks for. What each choice measured: docs/demo-model.md, the LoRA table.
     lora_clips: int = 240
     lora_cameras: tuple[str, ...] = ("zoom-in",)
     lora_zoom_speeds: tuple[float, ...] = (0.2,)
@@ -103,8 +100,7 @@ class Recipe:
     lora_p_std: float = 1.0
     lora_motion_bucket: int = 40
     # Written at 1.5× its trained strength (the file's alpha 24 for rank 16), the strength `--lora demo-zoom` applies:
-    # at 1.0 it zooms the flat gradients at a quarter to three fifths of the label's threshold; at 1.5 every seed zooms
-    # in, on 20 fresh seeds too (docs/demo-model.md, the LoRA table).
+    # at 1.0 the flat gradients zoom too little to be labelled (docs/demo-model.md, the LoRA table).
     lora_strength: float = 1.5
     lora_save_dtype: str = "fp16"  # 3.6 MB instead of 7.3: the two files stay within the 25 MB budget
 
