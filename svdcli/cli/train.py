@@ -132,15 +132,12 @@ def train_lora(
     from ..video.curate import CurateSettings
     from ..inference.generation import OptionsError, parse_size
     from ..checkpoints.presets import PresetError, load_preset
-    from ..training.data import MOTION_GROUPS
     from ..checkpoints.weights import WeightsError, resolve_weights
 
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     try:
         p = load_preset(preset or "svd-xt")
-        if motion not in MOTION_GROUPS:
-            raise ValueError(f"--motion {motion}: choose one of {', '.join(MOTION_GROUPS)}")
         if not clips.exists():
             raise ValueError(f"{clips}: no such folder")
         w, h = parse_size(size) if size else (p.width, p.height)
@@ -159,8 +156,6 @@ def train_lora(
 
         if gpus > 1 and device != "cpu" and torch.cuda.is_available() and gpus > torch.cuda.device_count():
             raise ValueError(f"--gpus {gpus}: this machine has {torch.cuda.device_count()} CUDA devices")
-        if sample_steps < 1:
-            raise ValueError(f"--sample-steps {sample_steps}: must be at least 1")
         out = out or Path(f"{motion}.safetensors")
         work = work_dir or out.with_name(out.stem + "-train")
         resumable = any((work / "checkpoints").glob("step-*.safetensors"))
@@ -180,6 +175,10 @@ def train_lora(
                                  keep_checkpoints=keep_checkpoints, sample_every=sample_every,
                                  save_dtype=save_dtype, strength=strength)
         weights_path = resolve_weights(weights, p)
+        from ..training.lora_job import Job, run
+
+        job = Job(clips, motion, out, work, weights_path, p, data, settings, device, dtype, resume, manifest,
+                  CurateSettings(), validation_image, sample_steps)
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
         fail(options.user_message(x, FLAGS))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per rank
@@ -190,11 +189,8 @@ def train_lora(
     from ..media.video_io import VideoError
     from ..checkpoints.safetensors_io import CheckpointError
     from ..training.trainer import TrainingError
-    from ..training.lora_job import Job, run
     from ..training.data import DataError
 
-    job = Job(clips, motion, out, work, weights_path, p, data, settings, device, dtype, resume, manifest,
-              CurateSettings(), validation_image, sample_steps)
     progress_view = ProgressView(err, quiet)
     on_step = lambda step, total, loss, lr: progress_view("train", step, total, loss=loss)  # noqa: E731
     try:

@@ -48,8 +48,6 @@ def motion_bucket_for(score: float) -> int:
 
 
 def select_clips(records: list[ClipRecord], motion: str) -> list[ClipRecord]:
-    if motion not in MOTION_GROUPS:
-        raise DataError(f"--motion {motion}: choose one of {', '.join(MOTION_GROUPS)}")
     kept = [r for r in records if r.kept]
     chosen = [r for r in kept if r.label in MOTION_GROUPS[motion]]
     if not chosen:

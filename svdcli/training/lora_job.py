@@ -22,8 +22,9 @@ from ..media.outputs import write_video
 from ..media.video_io import read_frames
 from ..runtime.devices import resolve_device, resolve_dtype
 from ..runtime.seeds import seed_of
+from ..runtime.settings import at_least, one_of
 from ..video.curate import MANIFEST, ClipRecord, CurateSettings, curate, read_manifest, write_manifest
-from .data import (cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
+from .data import (MOTION_GROUPS, cache_key, encode_windows, load_cache, motion_bucket_for, plan_windows,
                        save_cache, select_clips, summary)
 from .settings import DataSettings, TrainSettings
 from .trainer import Dist, Trainer, TrainingError
@@ -45,6 +46,10 @@ class Job:
     curate: CurateSettings = field(default_factory=CurateSettings)
     validation_image: Path | None = None
     sample_steps: int = 25
+
+    def __post_init__(self):
+        one_of("motion", self.motion, MOTION_GROUPS)
+        at_least(self, ("sample_steps",))
 
 
 def init_distributed(device: str) -> tuple[Dist, torch.device]:

@@ -52,8 +52,8 @@ class TrainSettings:
         one_of("save_dtype", self.save_dtype, SAVE_DTYPE_NAMES)
         if not self.strength > 0:
             raise SettingsError("strength", f"{self.strength}: must be above 0")
-        if not 0 <= self.cond_dropout < 1:
-            raise SettingsError("cond_dropout", f"{self.cond_dropout}: must be in [0, 1)")
+        if not 0 <= self.cond_dropout <= 1:
+            raise SettingsError("cond_dropout", f"{self.cond_dropout}: must be a probability in [0, 1]")
         if self.motion_bucket is not None and not 0 <= self.motion_bucket <= 255:
             raise SettingsError("motion_bucket", f"{self.motion_bucket}: a number 0-255, or None (measured)")
 
