@@ -1,6 +1,7 @@
 """svd train-lora on a tiny model and synthetic clips: the objective, data order, resume, DDP, the output file."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -244,6 +245,9 @@ def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(
     finally:
         signal.signal(signal.SIGINT, inherited)
     assert sorted(p.name for p in (workspace / "held-train" / "checkpoints").iterdir()) == ["step-000003.safetensors"]
+    # the log has the step the checkpoint holds (the interrupt came before the loop could write its line)
+    log = [json.loads(line) for line in (workspace / "held-train" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in log] == [1, 2, 3] and all(math.isfinite(line["loss"]) for line in log)
     run(replace(job(workspace, "held", checkpoint_every=100), resume=True))
     run(job(workspace, "unheld", checkpoint_every=100))
     a, b = read_pairs(workspace / "held.safetensors"), read_pairs(workspace / "unheld.safetensors")

@@ -290,6 +290,7 @@ class Trainer:
                     decay = min(self.settings.ema, (1 + step) / (10 + step))
                     torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
             self.completed = step + 1
+            self.completed_loss = value  # an interrupt at the end of this block still logs the step it checkpoints
             self.updating = False
         return value
 
@@ -302,6 +303,7 @@ class Trainer:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._trim_log(start)
             self._open_tensorboard()
+        logged = start
         try:
             for step in range(start, self.settings.steps):
                 t0 = time.perf_counter()
@@ -309,6 +311,7 @@ class Trainer:
                 done = self.completed
                 if self.dist.main:
                     self._log(done, loss, time.perf_counter() - t0)
+                    logged = done
                 if self.on_step:
                     self.on_step(done, self.settings.steps, loss, self.lr_at(step))
                 if done % self.settings.checkpoint_every == 0 or done == self.settings.steps:
@@ -321,6 +324,8 @@ class Trainer:
             raise  # it names the last good checkpoint: nothing of the failed step was kept
         except BaseException:
             done = self.completed
+            if self.dist.main and not self.updating and done > logged:  # interrupted as the update ended
+                self._log(done, self.completed_loss, time.perf_counter() - t0)
             if not self.updating and done > start and (self.last_checkpoint is None or
                                                        self.last_checkpoint.name != self._name(done)):
                 with held():  # another interrupt (a second Ctrl-C, a redelivered SIGTERM) waits for the file
