@@ -133,3 +133,16 @@ def test_missing_model_names_the_download_command(hub, tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
     r = svd("generate", str(tmp_path / "p.png"), "--preset", "svd-xt-1.1")
     assert r.returncode == 2 and "run `svd download svd-xt-1.1`" in r.stderr
+
+
+def test_sv4d_fetches_the_sv3d_model_it_runs_with(hub, tmp_path):
+    hub.repos["stabilityai/sv4d"] = {"sv4d.safetensors": bytes(range(200)), "LICENSE.md": b"licence\n"}
+    hub.repos["stabilityai/sv3d"] = {"sv3d_u.safetensors": bytes(range(150)), "sv3d_p.safetensors": b"p" * 90}
+    r = svd("download", "sv4d", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [Path(json.loads(line)["path"]).name for line in r.stdout.splitlines()] == ["sv4d.safetensors",
+                                                                                       "sv3d_u.safetensors"]
+    assert "sv4d runs with sv3d-u: fetching it too" in svd("download", "sv4d").stderr
+    r = svd("download", "sv4d", "--dir", str(tmp_path / "models"), "--json")  # each in a folder of its own
+    assert [json.loads(line)["path"] for line in r.stdout.splitlines()] == [
+        str(tmp_path / "models" / "sv4d.safetensors"), str(tmp_path / "models" / "sv3d-u" / "sv3d_u.safetensors")]

@@ -64,6 +64,15 @@ def resolve_model(model: str) -> tuple[str, str | None, bool]:
     return p.repo, p.single_file, p.diffusers
 
 
+def companions(model: str) -> list[str]:
+    """The presets a preset runs with, which its download fetches too (SV4D: the SV3D model of its first frame)."""
+    try:
+        companion = load_preset(model).companion if "/" not in model else None
+    except PresetError:
+        return []
+    return [companion] if companion else []
+
+
 def choose_files(listing: dict[str, RemoteFile], single_file: str | None, layout: str | None,
                  variant: str | None, diffusers_ok: bool = True) -> tuple[list[str], str]:
     """The files to fetch and what --weights will point at ("" = the folder itself). Default: the smallest complete

@@ -90,10 +90,16 @@ def infer_unet_config(shape_of: Callable[[str], tuple[int, ...] | None], head_di
             widths.append([]), attention.append(False)
         i += 1
     ctx = shape_of("middle_block.1.transformer_blocks.0.attn2.to_k.weight")
+    # SV4D family; whether its view attention is the "3-D" one no shape tells (the architecture's name does)
+    motion_ctx = shape_of("middle_block.1.motion_blocks.0.attn2.to_k.weight")
+    view_embed = shape_of("middle_block.1.time_mix_time_embed.0.weight")
     return UNetConfig(in_channels=in_ch, out_channels=shape_of("out.2.weight")[0], model_channels=mc,
                       channel_mult=tuple(lv[0] // mc for lv in widths), num_res_blocks=len(widths[0]),
                       attention_levels=tuple(attention), head_dim=head_dim,
-                      context_dim=ctx[1] if ctx else 1024, adm_in_channels=shape_of("label_emb.0.0.weight")[1])
+                      context_dim=ctx[1] if ctx else 1024, adm_in_channels=shape_of("label_emb.0.0.weight")[1],
+                      motion_attention=motion_ctx is not None, motion_context_dim=motion_ctx[1] if motion_ctx else 4,
+                      camera_embedding=bool(view_embed) and view_embed[1] == shape_of("time_embed.0.weight")[0],
+                      separate_motion_mixer=shape_of("middle_block.1.time_mixer_motion.mix_factor") is not None)
 
 
 def infer_vae_config(shape_of: Callable[[str], tuple[int, ...] | None], keys) -> VAEConfig:
@@ -154,9 +160,10 @@ def _read_json(path: Path) -> dict:
 def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[Entry], list[SafetensorsFile], int]:
     f = SafetensorsFile(path)
     keys = set(f.keys())
-    probe = UNET_PREFIX + "input_blocks.1.0.time_stack.in_layers.2.weight"
+    motion = UNET_PREFIX + "input_blocks.1.1.motion_blocks.0.attn1.to_q.weight" in keys
+    probe = UNET_PREFIX + f"input_blocks.1.0.{'time_mix_blocks' if motion else 'time_stack'}.in_layers.2.weight"
     if probe not in keys:
-        raise CheckpointError(f"{path}: not an SVD/SV3D checkpoint (no video U-Net under {UNET_PREFIX})")
+        raise CheckpointError(f"{path}: not an SVD/SV3D/SV4D checkpoint (no video U-Net under {UNET_PREFIX})")
     meta = json.loads(f.metadata.get(META_KEY, "{}"))
     temporal = "first_stage_model.decoder.conv_out.time_mix_conv.weight" in keys
     post_quant = "first_stage_model.post_quant_conv.weight" in keys
@@ -164,6 +171,8 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     adm = f.shape(UNET_PREFIX + "label_emb.0.0.weight")[1]
     if meta.get("architecture") in ARCHITECTURES:
         name = meta["architecture"]
+    elif motion:
+        name = _sv4d_name(f, path, want)
     elif temporal:
         name = "svd"
     elif post_quant:
@@ -176,6 +185,10 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     arch = ARCHITECTURES[name]
     if want is not None and want != name:
         raise CheckpointError(f"{path}: holds an {name} checkpoint, not {want}")
+    # SV4D's conditioner holds three copies of one autoencoder: the first one the file has is read
+    present = [p for p in (arch.vae_encoder_prefix, *arch.encoder_copies) if p + "encoder.conv_in.weight" in keys]
+    if present:
+        arch = replace(arch, vae_encoder_prefix=present[0])
     prefixes = arch.single_file_prefixes()
 
     def shape_in(component):
@@ -193,7 +206,7 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     try:
         groups = meta.get("norm_groups", {})  # our own small models only; shapes cannot tell them
         cfgs = {"unet": replace(infer_unet_config(getter(unet_s), meta.get("unet_head_dim", 64)),
-                                norm_groups=int(groups.get("unet", 32))),
+                                norm_groups=int(groups.get("unet", 32)), attention_3d=arch.unet.attention_3d),
                 "vae": replace(infer_vae_config(getter(vae_s), vae_s.keys()), temporal_decoder=temporal,
                                post_quant_conv=arch.vae.post_quant_conv, norm_groups=int(groups.get("vae", 32))),
                 "image_encoder": infer_clip_config(getter(clip_s), clip_s.keys(), meta.get("clip_head_width"))}
@@ -209,6 +222,21 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     used = {e.sources[0][1] for e in entries}
     skipped = sum(1 for k in keys if k not in used)
     return arch, entries, [f], skipped
+
+
+def _sv4d_name(f: SafetensorsFile, path: Path, want: str | None) -> str:
+    """sv4d, or which SV4D 2.0: its two files have the same tensors and differ in the view attention's layout, so the
+    released file name or the requested architecture decides."""
+    view_embed = f.shape(UNET_PREFIX + "input_blocks.1.1.time_mix_time_embed.0.weight")
+    if view_embed[1] != f.shape(UNET_PREFIX + "time_embed.0.weight")[0]:
+        return "sv4d"  # the view embedding is a sinusoid of the view index, not the camera
+    if RELEASED_FILES.get(path.name, "").startswith("sv4d2"):
+        return RELEASED_FILES[path.name]
+    if want in ("sv4d2", "sv4d2_8views"):
+        return want
+    raise CheckpointError(f"{path}: an SV4D 2.0 checkpoint, whose 4-view and 8-view models have the same tensors: "
+                          "name the file sv4d2.safetensors or sv4d2_8views.safetensors as released, or choose the "
+                          "sv4d2 or sv4d2-8views preset")
 
 
 def _plan_diffusers(folder: Path, want: str | None, variant: str | None,
@@ -376,7 +404,8 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     linear weights are stored (converted tensor by tensor while loading; see quantize.py). The VAE is never
     quantised (it is small and runs in float32 in the pipeline).
 
-    architecture: if given ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p"), a file of another one is refused.
+    architecture: if given (a name in checkpoints.architectures.ARCHITECTURES), a file of another one is refused;
+    it also tells the two SV4D 2.0 models apart when the file's name does not.
     variant: diffusers only; "fp16" or "fp32" picks those files (default: fp16 files for half-precision dtypes).
     components: read only these ("unet", "vae", "image_encoder"; default all); the others stay on the meta device,
     without memory (svd decode needs the VAE alone).

@@ -40,6 +40,7 @@ class Preset:
     noise_aug: float
     decode_chunk: int  # frames decoded at once; `auto` in YAML, 0 here: the most that fit in free memory
     weights: str | None = None  # a path, for presets of local models
+    companion: str | None = None  # another preset this one runs with (SV4D: the SV3D model of its first frame)
 
     @property
     def fps_id(self) -> int:
@@ -47,7 +48,7 @@ class Preset:
 
 
 _TYPES = {f.name: f.type for f in fields(Preset)}
-_OPTIONAL = {"weights", "repo", "single_file", "name"}
+_OPTIONAL = {"weights", "repo", "single_file", "name", "companion"}
 
 
 def _check_type(key: str, value, where: str):
@@ -120,8 +121,8 @@ def validate(p: Preset, where: str) -> None:
     """Values that cannot work (as opposed to values outside the trained range, which only warn)."""
     if p.architecture not in ARCHITECTURES:
         raise PresetError(f"{where}: 'architecture' must be one of {', '.join(ARCHITECTURES)}")
-    if p.guidance not in ("linear", "triangle"):
-        raise PresetError(f"{where}: 'guidance' must be linear or triangle")
+    if p.guidance not in ("linear", "triangle", "spacetime"):
+        raise PresetError(f"{where}: 'guidance' must be linear, triangle or spacetime")
     for key in ("frames", "steps", "fps"):
         if getattr(p, key) < 1:
             raise PresetError(f"{where}: '{key}' must be at least 1")

@@ -37,30 +37,35 @@ def download(
     variant: str = typer.Option(None, help="fp16 or fp32 (diffusers layout)."),
     dir: Path = typer.Option(None, "--dir", help="A plain folder instead of the hub cache (HF_HOME/HF_HUB_CACHE)."),
     token: str = typer.Option(None, help="Hub token (default: HF_TOKEN, or the hub's login). Never printed."),
-    as_json: bool = typer.Option(False, "--json", help="One machine-readable result line on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="One machine-readable result line on stdout per model "
+                                                        "fetched."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Download a model's weights: resumable, each file verified against the hub's hash."""
-    from ..checkpoints.download import COMMERCIAL_NOTICE, DownloadError
+    """Download a model's weights (and those it runs with): resumable, each file verified against the hub's hash."""
+    from ..checkpoints.download import COMMERCIAL_NOTICE, DownloadError, companions
     from ..checkpoints.download import download as fetch
 
     def on_file(name, i, n):
         note(f"[{i + 1}/{n}] {name}", quiet or as_json)
 
-    try:
-        result = fetch(model, layout=layout, variant=variant, folder=dir, token=token or None, on_file=on_file)
-    except DownloadError as e:
-        fail(str(e))
-    if result.refetched:
-        note(f"fetched again (corrupt on disk): {', '.join(result.refetched)}", quiet or as_json)
-    if not _licence_shown(result.repo) and not as_json:
-        note(f"licence: {result.licence or 'see the LICENSE file'}. {COMMERCIAL_NOTICE}", quiet)
-    if as_json:
-        sys.stdout.write(json.dumps({"repo": result.repo, "revision": result.revision, "path": str(result.path),
-                                     "files": [str(f) for f in result.files], "licence": result.licence,
-                                     "refetched": result.refetched}) + "\n")
-    else:
-        note(f"{result.repo} @ {result.revision[:12]}: {result.path}", quiet)
+    for name in [model, *companions(model)]:
+        if name != model:
+            note(f"{model} runs with {name}: fetching it too", quiet or as_json)
+        try:
+            folder = dir if dir is None or name == model else dir / name  # each model's own record in a plain folder
+            result = fetch(name, layout=layout, variant=variant, folder=folder, token=token or None, on_file=on_file)
+        except DownloadError as e:
+            fail(str(e))
+        if result.refetched:
+            note(f"fetched again (corrupt on disk): {', '.join(result.refetched)}", quiet or as_json)
+        if not _licence_shown(result.repo) and not as_json:
+            note(f"licence: {result.licence or 'see the LICENSE file'}. {COMMERCIAL_NOTICE}", quiet)
+        if as_json:
+            sys.stdout.write(json.dumps({"repo": result.repo, "revision": result.revision, "path": str(result.path),
+                                         "files": [str(f) for f in result.files], "licence": result.licence,
+                                         "refetched": result.refetched}) + "\n")
+        else:
+            note(f"{result.repo} @ {result.revision[:12]}: {result.path}", quiet)
 
 
 @command("nothing was written")

@@ -58,6 +58,7 @@ SAVE_LATENTS = typer.Option(False, "--save-latents", help="Also write the sample
 def default_preset(name: str | None, weights: str | None, quiet: bool):
     """The preset to use: the one named; else svd-xt when its weights are here (or --weights is given); else the
     built-in demo model, said in one line with the command that fetches the real one."""
+    from ..checkpoints.architectures import ARCHITECTURES
     from ..checkpoints.presets import PresetError, load_preset
     from ..checkpoints.weights import WeightsError, installed, package_file
 
@@ -65,6 +66,8 @@ def default_preset(name: str | None, weights: str | None, quiet: bool):
         preset = load_preset(name)
         if preset.architecture == "sv3d_p":  # it needs a camera path, which only multiview makes
             raise PresetError(f"preset {name} is camera-conditioned SV3D: use `svd multiview IMAGE --preset {name}`")
+        if ARCHITECTURES[preset.architecture].unet.motion_attention:
+            raise PresetError(f"preset {name} is a video-to-4D model (SV4D), which svd generate does not run")
         return preset
     real = load_preset("svd-xt")
     if weights or installed(real):

@@ -54,6 +54,22 @@ class TriangleFrameGuidance:
         return self.min_scale + (self.max_scale - self.min_scale) * tri
 
 
+@dataclass(frozen=True)
+class SpacetimeGuidance:
+    """For a window of T frames × V views, frame-major (SV4D, SV4D 2.0 8-view): half a linear rise over the frames
+    plus half a triangle over the views (0 at the first and last view, 1 in the middle), from min to max."""
+    min_scale: float
+    max_scale: float
+    views: int
+
+    def scales(self, latents: int) -> Tensor:
+        frames = latents // self.views
+        over_views = torch.linspace(0, 1, self.views)
+        triangle = 2 * (over_views - torch.floor(over_views + 0.5)).abs()
+        share = 0.5 * torch.linspace(0, 1, frames)[:, None] + 0.5 * triangle[None, :]  # (T, V)
+        return share.flatten() * (self.max_scale - self.min_scale) + self.min_scale
+
+
 Denoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]  # (x, σ) -> (D_cond, D_uncond or None)
 StepCallback = Callable[[int, int], None]
 

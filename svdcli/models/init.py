@@ -25,6 +25,13 @@ def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator,
     return 0.1 * draw  # biases, mix factors, class embedding
 
 
+def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values for a whole state dict, drawn in the sorted order of the names: the same weights for any module
+    with these names, whatever order it defines them in (the reference fixtures' modules and ours)."""
+    g = torch.Generator().manual_seed(seed)
+    return {name: random_tensor(name, shapes[name], g) for name in sorted(shapes)}
+
+
 @torch.no_grad()
 def random_init(module: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
