@@ -14,14 +14,25 @@ says if they did not. Attention runs the reference's "softmax" path (its default
 and computes the same function). Everything is float32 on the CPU.
 
 Writes tests/fixtures/sv4d/<model>_transformer.safetensors (one SV4D transformer: inputs, output),
-<model>_unet.safetensors (a tiny U-Net of the real layout: inputs, output) and guidance.safetensors (each model's
-guidance scales over its window).
+<model>_unet.safetensors (a tiny U-Net of the real layout: inputs, output), guidance.safetensors (each model's
+guidance scales over its window) and <model>_procedure.safetensors: the reference script's own `sample()`
+(scripts/sampling/simple_video_sample_4d.py, 4d2.py) run end to end on a tiny model (tests/sv4d_tiny.py) and a
+synthetic 21-frame clip, its outputs captured where it saves its videos. Around it, only what cannot run here is
+replaced: file reading and writing, model loading (a stand-in engine holding the reference's own U-Net, denoiser,
+conditioner embedders and decoder), the SV3D orbit (an input of the fixture; SV3D has its own parity tests), moving
+modules to "cuda", the U-Net's cast to fp16 (everything stays float32), and the CLIP image encoder (ours: open_clip
+cannot be installed beside this project; its parity with transformers is tested elsewhere). The conditioner's noise
+draws run on a forked CPU generator, as on a GPU they come from the device's generator and leave the CPU stream,
+from which the latent noise is drawn, untouched.
 """
 
 import argparse
+import contextlib
 import importlib
 import json
+import math
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -48,12 +59,33 @@ TINY = dict(model_channels=32, channel_mult=[1, 2, 2, 2], attention_resolutions=
 
 
 def import_reference(root: Path):
-    """The reference's modules, without running its package __init__ files."""
+    """The reference's modules, without running its package __init__ files. Modules the sampling scripts import
+    for what this script replaces (video files, background removal, the text encoders, training) are stand-ins."""
     sys.path.insert(0, str(root))
-    for package in ("sgm", "sgm.modules", "sgm.modules.diffusionmodules"):
+    for package in ("sgm", "sgm.modules", "sgm.modules.diffusionmodules", "sgm.models", "scripts", "scripts.demo",
+                    "scripts.sampling", "scripts.util", "scripts.util.detection"):
         module = types.ModuleType(package)
         module.__path__ = [str(root / package.replace(".", "/"))]
         sys.modules[package] = module
+
+    class Unused:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("not used by the fixtures")
+
+    def stand_in(name, **attributes):
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        sys.modules[name] = module
+        return module
+
+    for name in ("cv2", "imageio", "kornia", "open_clip", "fire"):
+        stand_in(name, Fire=Unused)
+    stand_in("rembg", remove=Unused)
+    stand_in("torchvision").transforms = stand_in("torchvision.transforms", ToTensor=Unused)
+    stand_in("transformers", **{n: Unused for n in ("ByT5Tokenizer", "CLIPTextModel", "CLIPTokenizer",
+                                                     "T5EncoderModel", "T5Tokenizer")})
+    stand_in("scripts.util.detection.nsfw_and_watermark_dectection", DeepFloydDataFiltering=Unused)
+    stand_in("pytorch_lightning", LightningModule=torch.nn.Module)
     return (importlib.import_module("sgm.modules.spacetime_attention"),
             importlib.import_module("sgm.modules.diffusionmodules.video_model"),
             importlib.import_module("sgm.modules.diffusionmodules.guiders"))
@@ -132,6 +164,174 @@ def guidance_fixture(guiders) -> dict:
             "config": {}}
 
 
+# The procedure fixtures: the tiny model of tests/sv4d_tiny.py, a 32 x 32 clip (4 x 4 latents), few steps (SV4D 3,
+# so that its dense pass goes backward, forward and backward again; 4d2 2). The saved views are stored as 8-bit
+# frames, as a video holds them: the tests allow 2/255 and the rounding is within it.
+PROCEDURE = dict(size=32, seed=23, weights_seed=40, steps={"sv4d": 3, "sv4d2": 2, "sv4d2_8views": 2})
+
+
+def synthetic_clip(size: int, frames: int = 21) -> torch.Tensor:
+    """(frames, 3, size, size) uint8: a two-coloured ball moving across a white frame, a quarter turn of its
+    stripe; the images the reference reads as they are (uint8, as a video file would give them)."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = []
+    for t in range(frames):
+        cx, cy, r = size * (0.35 + 0.3 * t / (frames - 1)), size * 0.5, size * 0.22
+        inside = (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        angle = math.pi / 2 * t / (frames - 1)
+        stripe = ((x - cx) * math.cos(angle) + (y - cy) * math.sin(angle)) > 0
+        image = torch.full((3, size, size), 255, dtype=torch.uint8)
+        image[:, inside & stripe] = torch.tensor([200, 40, 30], dtype=torch.uint8)[:, None]
+        image[:, inside & ~stripe] = torch.tensor([30, 60, 190], dtype=torch.uint8)[:, None]
+        out.append(image)
+    return torch.stack(out)
+
+
+def synthetic_orbit(size: int, views: int = 21) -> torch.Tensor:
+    """(views, 3, size, size) uint8: SV3D's orbit stand-in, smooth random colour fields, the input view last."""
+    g = torch.Generator().manual_seed(5)
+    coarse = torch.rand(views, 3, 4, 4, generator=g)
+    return (torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear") * 255).round().byte()
+
+
+def procedure_fixture(root: Path, name: str) -> dict:
+    """The reference script's sample() on a tiny model: every view of every frame it saves."""
+    from tests.sv4d_tiny import CLIP, UNET, VAE_CONFIG, VECTOR_WIDTHS, checksum, tiny_file_tensors
+    from svdcli.models.clip import ImageEncoder
+
+    encoders = importlib.import_module("sgm.modules.encoders.modules")
+    video_model = importlib.import_module("sgm.modules.diffusionmodules.video_model")
+    denoisers = importlib.import_module("sgm.modules.diffusionmodules.denoiser")
+    wrappers = importlib.import_module("sgm.modules.diffusionmodules.wrappers")
+    decoders = importlib.import_module("sgm.modules.diffusionmodules.model")
+    helpers = importlib.import_module("scripts.demo.sv4d_helpers")
+    script = importlib.import_module("scripts.sampling.simple_video_sample_4d" if name == "sv4d" else
+                                     "scripts.sampling.simple_video_sample_4d2")
+    frames, views = MODELS[name]["frames"], MODELS[name]["views"]
+    tensors = tiny_file_tensors(name, PROCEDURE["weights_seed"])
+
+    def part(prefix: str) -> dict:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    switches = MODELS[name]
+    mult = list(UNET["channel_mult"])
+    unet = video_model.SpatialUNetModelWithTime(
+        in_channels=8, model_channels=UNET["model_channels"], out_channels=4, num_res_blocks=2,
+        attention_resolutions=[2 ** i for i, on in enumerate(UNET["attention_levels"]) if on], channel_mult=mult,
+        num_classes="sequential", adm_in_channels=UNET["adm_in_channels"], num_head_channels=UNET["head_dim"],
+        use_spatial_transformer=True, transformer_depth=1, context_dim=UNET["context_dim"], motion_context_dim=4,
+        extra_ff_mix_layer=True, use_spatial_context=True, time_block_merge_strategy="learned_with_images",
+        time_block_merge_factor=0.0, spatial_transformer_attn_type="softmax", time_kernel_size=[3, 1, 1],
+        use_linear_in_transformer=True, legacy=False, time_mix_legacy=False, replicate_time_mix_bug=True,
+        use_motion_attention=True, use_camera_emb=switches["use_camera_emb"],
+        use_3d_attention=switches["use_3d_attention"],
+        separate_motion_merge_factor=switches["separate_motion_merge_factor"]).eval()
+    unet.load_state_dict(part("model.diffusion_model."))
+
+    ddconfig = dict(attn_resolutions=[], attn_type="vanilla", ch=VAE_CONFIG.channels,
+                    ch_mult=list(VAE_CONFIG.channel_mult), double_z=True, dropout=0.0, in_channels=3,
+                    num_res_blocks=VAE_CONFIG.num_res_blocks, out_ch=3, resolution=256, z_channels=4)
+    autoencoder = {"target": "sgm.models.autoencoder.AutoencoderKLModeOnly",
+                   "params": {"embed_dim": 4, "ddconfig": ddconfig, "lossconfig": {"target": "torch.nn.Identity"}}}
+    zero = {"target": "sgm.modules.diffusionmodules.sigma_sampling.ZeroSampler"}
+
+    def encoder_embedder(key: str, n: int, **more) -> dict:
+        return {"input_key": key, "target": "sgm.modules.encoders.modules.VideoPredictionEmbedderWithEncoder",
+                "params": {"is_ae": True, "n_cond_frames": n, "n_copies": 1, "encoder_config": autoencoder,
+                           "sigma_sampler_config": zero, **more}}
+
+    def angle(key: str, width: int) -> dict:
+        return {"input_key": key, "target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND",
+                "params": {"outdim": width}}
+
+    class OurImageEncoder(encoders.AbstractEmbModel):
+        """FrozenOpenCLIPImagePredictionEmbedder with our CLIP tower in place of open_clip's."""
+
+        def __init__(self, n_cond_frames: int):
+            super().__init__()
+            self.n_cond_frames, self.tower = n_cond_frames, ImageEncoder(CLIP).eval()
+            self.tower.load_state_dict(part("conditioner.embedders.0.open_clip.model.visual."))
+
+        def forward(self, vid):
+            out = self.tower.encode_image(vid)
+            return out.view(-1, self.n_cond_frames, out.shape[-1])
+
+    sys.modules[__name__].OurImageEncoder = OurImageEncoder  # instantiate_from_config finds it by name
+    conditioner = encoders.GeneralConditioner([
+        {"input_key": "cond_frames_without_noise", "target": f"{__name__}.OurImageEncoder",
+         "params": {"n_cond_frames": frames}},
+        encoder_embedder("cond_frames", frames * views, sigma_cond_config={
+            "target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND",
+            "params": {"outdim": VECTOR_WIDTHS[0]}}),
+        angle("polar_rad", VECTOR_WIDTHS[1]), angle("azimuth_rad", VECTOR_WIDTHS[2]),
+        encoder_embedder("cond_view", views), encoder_embedder("cond_motion", frames)])
+    for i in (1, 4, 5):
+        missing = conditioner.embedders[i].encoder.load_state_dict(part(f"conditioner.embedders.{i}.encoder."),
+                                                                   strict=False).missing_keys
+        assert all(k.startswith(("decoder.", "post_quant_conv.")) for k in missing)  # the unused decoder
+    decoder = decoders.Decoder(**ddconfig).eval()
+    decoder.load_state_dict(part("first_stage_model.decoder."))
+    forked = conditioner.get_unconditional_conditioning
+
+    def conditioning(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):  # a GPU draws these from its own generator
+            return forked(*args, **kwargs)
+    conditioner.get_unconditional_conditioning = conditioning
+
+    class Engine:
+        """What the script uses of the DiffusionEngine that load_model builds from the YAML."""
+        scale_factor, en_and_decode_n_samples_a_time = 0.18215, None
+
+        def __init__(self):
+            self.conditioner, self.model = conditioner, wrappers.OpenAIWrapper(unet)
+            self.denoiser = denoisers.Denoiser({"target": "sgm.modules.diffusionmodules.denoiser_scaling."
+                                                          "VScalingWithEDMcNoise"})
+            self.first_stage_model = types.SimpleNamespace(decoder=decoder, decode=decoder)
+
+        @contextlib.contextmanager
+        def ema_scope(self):
+            yield
+
+        def decode_first_stage(self, z):  # DiffusionEngine's, for a frame-wise decoder
+            z = z / self.scale_factor
+            n = self.en_and_decode_n_samples_a_time or len(z)
+            return torch.cat([self.first_stage_model.decode(z[i:i + n]) for i in range(0, len(z), n)])
+
+    size = PROCEDURE["size"]
+    clip_uint8, orbit_uint8 = synthetic_clip(size), synthetic_orbit(size)
+    clip = clip_uint8.float() / 255 * 2 - 1
+    orbit = orbit_uint8.float() / 255 * 2 - 1
+    saved = {}
+    script.preprocess_video = lambda *args, **kwargs: "clip"
+    script.read_video = lambda path, n_frames, device: [frame[None] for frame in clip]
+    script.load_model = lambda *args, **kwargs: (Engine(), None)
+    script.save_video = lambda file_name, images, fps=10: saved.update({Path(file_name).stem[7:]: torch.cat(images)})
+    if name == "sv4d":
+        script.sample_sv3d = lambda *args, **kwargs: orbit.clone()
+        script.initial_model_load = lambda model: model  # the U-Net stays float32
+    helpers.load_module_gpu = helpers.unload_module_gpu = lambda module: None
+    sampler = helpers.EulerEDMSampler
+    helpers.EulerEDMSampler = lambda *args, **kwargs: sampler(*args, **kwargs, device="cpu")
+    to = torch.Tensor.to
+    torch.Tensor.to = lambda self, *args, **kwargs: to(self, *("cpu" if a == "cuda" else a for a in args), **kwargs)
+    try:
+        with torch.no_grad(), tempfile.TemporaryDirectory() as out:
+            common = dict(input_path="clip.mp4", output_folder=out, num_steps=PROCEDURE["steps"][name], img_size=size,
+                          seed=PROCEDURE["seed"], device="cuda")
+            if name == "sv4d":
+                script.sample(**common, elevations_deg=10.0)
+            else:
+                script.sample(**common, model_path=f"checkpoints/{name}.safetensors", elevations_deg=0.0)
+    finally:
+        torch.Tensor.to, helpers.EulerEDMSampler = to, sampler
+    grid = torch.stack([clip] + [saved[f"v{v:03d}"] for v in range(1, views + 1)], dim=1)  # (21, V + 1, 3, H, W)
+    out = ((grid + 1) / 2 * 255).round().clamp(0, 255).byte()
+    return {"clip": clip_uint8, "orbit": orbit_uint8, "out": out.contiguous(),
+            "config": dict(model=name, **{k: v for k, v in PROCEDURE.items() if k != "steps"},
+                           steps=PROCEDURE["steps"][name], weights_checksum=checksum(tensors),
+                           tiny=dict(unet=UNET, vae=str(VAE_CONFIG), clip=str(CLIP)))}
+
+
 def save(fixture: dict, path: Path) -> None:
     config = fixture.pop("config")
     save_file({k: v.contiguous() for k, v in fixture.items()}, str(path), metadata={"config": json.dumps(config)})
@@ -148,6 +348,8 @@ def main() -> None:
     for i, (name, switches) in enumerate(MODELS.items()):
         save(transformer_fixture(spacetime, name, switches, seed=10 + i), OUT / f"{name}_transformer.safetensors")
         save(unet_fixture(video_model, name, switches, seed=20 + i), OUT / f"{name}_unet.safetensors")
+    for name in MODELS:
+        save(procedure_fixture(args.reference.resolve(), name), OUT / f"{name}_procedure.safetensors")
 
 
 if __name__ == "__main__":

@@ -183,3 +183,54 @@ def test_svd_generate_refuses_an_sv4d_preset_in_one_line():
     r = subprocess.run([sys.executable, "-m", "svdcli", "generate", "missing.png", "--preset", "sv4d"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "SV4D" in r.stderr
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_procedure_equals_the_reference_scripts_on_a_tiny_model(tmp_path, name):
+    """The reference script's own sample() (its windows, noise order, per-step alternation, guidance, sampler,
+    decoding) on a tiny model and a synthetic clip; ours loads the same weights from an official-name file."""
+    from safetensors.torch import save_file
+
+    from svdcli.checkpoints.loader import model_metadata
+    from svdcli.checkpoints.presets import load_preset
+    from svdcli.inference.four_d import SV3D_VIEWS, FourDSettings, sample_4d
+    from svdcli.inference.pipeline import VideoPipeline
+
+    from .sv4d_tiny import checksum, tiny_architecture, tiny_file_tensors
+
+    tensors, config = read_fixture(FIXTURES / "sv4d" / f"{name}_procedure.safetensors")
+    weights = tiny_file_tensors(name, config["weights_seed"])
+    assert checksum(weights) == pytest.approx(config["weights_checksum"], rel=1e-12)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(weights, str(path), metadata=model_metadata(tiny_architecture(name)))
+    model = load(path)
+    assert model.architecture.name == name
+    preset = load_preset(name.replace("_", "-"))
+    settings = FourDSettings.for_model(name, config["steps"], preset.cfg_min, preset.cfg_max, preset.guidance)
+    clip = tensors["clip"].float() / 255 * 2 - 1
+    # SV3D's orbit puts the input view last; the reference rolls it to the front and picks SV4D's views
+    orbit = torch.roll(tensors["orbit"].float() / 255 * 2 - 1, 1, 0)[list(SV3D_VIEWS)] if name == "sv4d" else None
+    grid = sample_4d(VideoPipeline(model, torch.device("cpu"), torch.float32), clip, settings, config["seed"], orbit)
+    reference = tensors["out"].float() / 255
+    difference = (grid - reference).abs()
+    print(f"{name}: {tuple(grid.shape)} frames, max |difference| {difference.max() * 255:.3f}/255, mean "
+          f"{difference.mean() * 255:.4f}/255 (the reference's frames stored in 8 bits)")
+    assert grid.shape == reference.shape
+    assert float(difference.max()) <= 2 / 255
+    assert float(grid[:, 1:].std()) > 0.05  # not grey frames
+
+
+def test_window_schedule_and_anchors_equal_the_reference_scripts():
+    from svdcli.inference.four_d import FRAMES, LAYOUTS, anchor_frames
+
+    ours = {name: layout.window_starts(name) for name, layout in LAYOUTS.items()}
+    # simple_video_sample_4d.py: anchors np.arange(T - 1, n_frames, T - 1), dense t0 in np.arange(0, n_frames - 1,
+    # T - 1); 4d2.py: range(0, n_frames, T) for sv4d2 (a window past the end moved back to n_frames - T), else
+    # range(0, n_frames - T + 1, T - 1)
+    reference = {"sv4d": list(range(0, FRAMES - 1, 4)),
+                 "sv4d2": [min(t0, FRAMES - 12) for t0 in range(0, FRAMES, 12)],
+                 "sv4d2_8views": list(range(0, FRAMES - 5 + 1, 4))}
+    print("window starts, ours:", ours, "reference:", reference)
+    print("SV4D anchors, ours:", anchor_frames(LAYOUTS["sv4d"]), "reference:", list(range(4, FRAMES, 4)))
+    assert ours == reference == {"sv4d": [0, 4, 8, 12, 16], "sv4d2": [0, 9], "sv4d2_8views": [0, 4, 8, 12, 16]}
+    assert anchor_frames(LAYOUTS["sv4d"]) == list(range(4, FRAMES, 4)) == [4, 8, 12, 16, 20]

@@ -80,14 +80,23 @@ def sample_euler(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Ten
 
     The guided estimate is D_u + s_t·(D_c − D_u) on the denoised outputs; the last step lands on σ = 0, so the
     result is the last guided estimate (in the 0.18215-scaled latent space)."""
-    x = noise.float() * math.sqrt(1 + sigmas[0].item() ** 2)
-    scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
+    x = initial_latents(noise, sigmas)
     n = len(sigmas) - 1
     for i in range(n):
-        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
-        d_cond, d_uncond = denoise(x, torch.tensor(sigma))
-        denoised = d_cond if d_uncond is None else d_uncond + scale * (d_cond - d_uncond)
-        x = x + (sigma_next - sigma) * (x - denoised) / sigma
+        x = euler_step(denoise, x, sigmas[i].item(), sigmas[i + 1].item(), guidance)
         if on_step:
             on_step(i + 1, n)
     return x
+
+
+def initial_latents(noise: Tensor, sigmas: Tensor) -> Tensor:
+    """Standard normal noise at the first σ of the schedule."""
+    return noise.float() * math.sqrt(1 + sigmas[0].item() ** 2)
+
+
+def euler_step(denoise: Denoiser, x: Tensor, sigma: float, sigma_next: float, guidance: Tensor) -> Tensor:
+    """One guided Euler step from σ to σ_next (SV4D's dense pass changes its conditioning between steps)."""
+    d_cond, d_uncond = denoise(x, torch.tensor(sigma))
+    scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
+    denoised = d_cond if d_uncond is None else d_uncond + scale * (d_cond - d_uncond)
+    return x + (sigma_next - sigma) * (x - denoised) / sigma
