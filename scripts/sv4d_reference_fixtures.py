@@ -126,19 +126,25 @@ def transformer_fixture(spacetime, name: str, switches: dict, seed: int) -> dict
                            seed=seed, weights_checksum=weights, **switches)}
 
 
-def unet_fixture(video_model, name: str, switches: dict, seed: int) -> dict:
-    emb_dim = 4 * TINY["model_channels"]  # the camera embedding reads the U-Net's embedding: adm = its width
-    unet = video_model.SpatialUNetModelWithTime(
-        in_channels=8, model_channels=TINY["model_channels"], out_channels=4, num_res_blocks=2,
-        attention_resolutions=TINY["attention_resolutions"], channel_mult=TINY["channel_mult"],
-        num_classes="sequential", adm_in_channels=emb_dim, num_head_channels=TINY["num_head_channels"],
-        use_spatial_transformer=True, transformer_depth=1, context_dim=TINY["context_dim"], motion_context_dim=4,
+def reference_unet(video_model, switches: dict, channels: int, mult: list[int], attention: list[int], head: int,
+                   context_dim: int, adm: int) -> torch.nn.Module:
+    """The reference's SV4D U-Net as its configs build it (scripts/sampling/configs/sv4d*.yaml), at other widths."""
+    return video_model.SpatialUNetModelWithTime(
+        in_channels=8, model_channels=channels, out_channels=4, num_res_blocks=2, attention_resolutions=attention,
+        channel_mult=mult, num_classes="sequential", adm_in_channels=adm, num_head_channels=head,
+        use_spatial_transformer=True, transformer_depth=1, context_dim=context_dim, motion_context_dim=4,
         extra_ff_mix_layer=True, use_spatial_context=True, time_block_merge_strategy="learned_with_images",
         time_block_merge_factor=0.0, spatial_transformer_attn_type="softmax", time_kernel_size=[3, 1, 1],
         use_linear_in_transformer=True, legacy=False, time_mix_legacy=False, replicate_time_mix_bug=True,
         use_motion_attention=True, use_camera_emb=switches["use_camera_emb"],
         use_3d_attention=switches["use_3d_attention"],
         separate_motion_merge_factor=switches["separate_motion_merge_factor"]).eval()
+
+
+def unet_fixture(video_model, name: str, switches: dict, seed: int) -> dict:
+    emb_dim = 4 * TINY["model_channels"]  # the camera embedding reads the U-Net's embedding: adm = its width
+    unet = reference_unet(video_model, switches, TINY["model_channels"], TINY["channel_mult"],
+                          TINY["attention_resolutions"], TINY["num_head_channels"], TINY["context_dim"], emb_dim)
     weights = randomise(unet, seed)
     g = torch.Generator().manual_seed(seed + 1)
     b, t, v, h, w = 2, TINY["frames"], TINY["views"], TINY["size"], TINY["size"]
@@ -214,18 +220,9 @@ def procedure_fixture(root: Path, name: str) -> dict:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     switches = MODELS[name]
-    mult = list(UNET["channel_mult"])
-    unet = video_model.SpatialUNetModelWithTime(
-        in_channels=8, model_channels=UNET["model_channels"], out_channels=4, num_res_blocks=2,
-        attention_resolutions=[2 ** i for i, on in enumerate(UNET["attention_levels"]) if on], channel_mult=mult,
-        num_classes="sequential", adm_in_channels=UNET["adm_in_channels"], num_head_channels=UNET["head_dim"],
-        use_spatial_transformer=True, transformer_depth=1, context_dim=UNET["context_dim"], motion_context_dim=4,
-        extra_ff_mix_layer=True, use_spatial_context=True, time_block_merge_strategy="learned_with_images",
-        time_block_merge_factor=0.0, spatial_transformer_attn_type="softmax", time_kernel_size=[3, 1, 1],
-        use_linear_in_transformer=True, legacy=False, time_mix_legacy=False, replicate_time_mix_bug=True,
-        use_motion_attention=True, use_camera_emb=switches["use_camera_emb"],
-        use_3d_attention=switches["use_3d_attention"],
-        separate_motion_merge_factor=switches["separate_motion_merge_factor"]).eval()
+    unet = reference_unet(video_model, switches, UNET["model_channels"], list(UNET["channel_mult"]),
+                          [2 ** i for i, on in enumerate(UNET["attention_levels"]) if on], UNET["head_dim"],
+                          UNET["context_dim"], UNET["adm_in_channels"])
     unet.load_state_dict(part("model.diffusion_model."))
 
     ddconfig = dict(attn_resolutions=[], attn_type="vanilla", ch=VAE_CONFIG.channels,
