@@ -11,7 +11,7 @@ from .. import __version__
 from ..runtime import interrupts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Run Stable Video Diffusion (SVD, SVD-XT, SV3D) on your own machine.")
+                  help="Run Stable Video Diffusion (SVD, SVD-XT, SV3D, SV4D) on your own machine.")
 err = Console(stderr=True)
 
 

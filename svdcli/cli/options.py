@@ -133,8 +133,6 @@ def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark
              quiet: bool) -> int:
     """What generate and multiview say before the model loads: the warnings, why frames go without the invisible
     watermark, and the seed (drawn here when not given, so a run can be repeated). Returns the seed."""
-    import secrets
-
     from ..media.outputs import can_watermark
 
     for w in warnings:
@@ -143,6 +141,13 @@ def announce(warnings: list[str], o, picture_size: tuple[int, int], no_watermark
         note("note: invisible-watermark is not installed; writing without the watermark", quiet)
     elif o.watermark and not can_watermark(*picture_size):
         note("note: frames under 256x256 pixels cannot carry the invisible watermark; writing without it", quiet)
+    return seed_or_drawn(seed, quiet)
+
+
+def seed_or_drawn(seed: int | None, quiet: bool) -> int:
+    """The seed given, or one drawn now and said, so that a run can be repeated."""
+    import secrets
+
     if seed is None:
         seed = secrets.randbelow(2**31)
         note(f"seed {seed}", quiet)

@@ -79,11 +79,13 @@ class FourDSettings:
     guidance: str  # "spacetime" or "linear"
     elevations_deg: tuple[float, ...]  # the input view's first, then the V new views'
     azimuths_deg: tuple[float, ...]  # the V new views', relative to the input view
+    decode_chunk: int = 0  # frames decoded at once; 0: as many as fit in free memory
     sigma_min: float = 0.002
     sigma_max: float = 700.0
 
     def __post_init__(self):
         one_of("model", self.model, tuple(LAYOUTS))
+        at_least(self, ("decode_chunk",), 0)
         one_of("guidance", self.guidance, ("spacetime", "linear"))
         at_least(self, ("steps",))
         views = self.layout.views
@@ -107,12 +109,13 @@ class FourDSettings:
     @classmethod
     def for_model(cls, model: str, steps: int, cfg_min: float = 1.0, cfg_max: float = 2.0,
                   guidance: str = "spacetime", elevation: float | None = None,
-                  elevations: tuple[float, ...] | None = None, azimuths: tuple[float, ...] | None = None):
+                  elevations: tuple[float, ...] | None = None, azimuths: tuple[float, ...] | None = None,
+                  decode_chunk: int = 0):
         layout = LAYOUTS[model] if model in LAYOUTS else LAYOUTS["sv4d"]  # an unknown model fails in the check
         if elevations is None:
             elevations = (layout.elevation_deg if elevation is None else elevation,) * (layout.views + 1)
         return cls(model, steps, cfg_min, cfg_max, guidance, tuple(elevations),
-                   tuple(layout.azimuths_deg if azimuths is None else azimuths))
+                   tuple(layout.azimuths_deg if azimuths is None else azimuths), decode_chunk)
 
     @property
     def layout(self) -> Layout:
@@ -198,9 +201,10 @@ class FourD:
         with self.pipe.phase(self.pipe.model.unet) if self.pipe.offload == "model" else nullcontext():
             return euler_step(self.denoiser(window), x, self.sigmas[i].item(), self.sigmas[i + 1].item(), self.scales)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """(N, 4, h, w) scaled latents -> (N, 3, H, W) in [0, 1], frame by frame (the SV4D files' decoder)."""
-        return self.pipe.decode(latents.cpu()).frames
+    def decode(self, latents: Tensor, progress: Progress | None = None) -> Tensor:
+        """(N, 4, h, w) scaled latents -> (N, 3, H, W) in [0, 1], frame by frame (the SV4D files' decoder), in
+        chunks of decode_chunk frames (fewer when memory runs out: decoding.decode_latents)."""
+        return self.pipe.decode(latents.cpu(), self.settings.decode_chunk, progress).frames
 
 
 def sample_4d(pipe: VideoPipeline, clip: Tensor, settings: FourDSettings, seed: int, orbit: Tensor | None = None,
@@ -242,7 +246,7 @@ def sample_4d(pipe: VideoPipeline, clip: Tensor, settings: FourDSettings, seed: 
         for i in range(settings.steps):
             x = four_d.step(window, x, i)
             tick()
-        grid[frames, 1:] = rearrange(four_d.decode(x), "(t v) c h w -> t v c h w", v=layout.views)
+        grid[frames, 1:] = rearrange(four_d.decode(x, progress), "(t v) c h w -> t v c h w", v=layout.views)
 
     if progress:
         progress("sample", 0, total)
@@ -263,8 +267,8 @@ def sample_4d(pipe: VideoPipeline, clip: Tensor, settings: FourDSettings, seed: 
                 x = latents[order].flatten(0, 1)
                 latents[order] = four_d.step(window, x, i).view(len(order), layout.views, *latent_shape)
                 tick()
-            grid[order, 1:] = rearrange(four_d.decode(latents[order].flatten(0, 1)), "(t v) c h w -> t v c h w",
-                                        v=layout.views)
+            grid[order, 1:] = rearrange(four_d.decode(latents[order].flatten(0, 1), progress),
+                                        "(t v) c h w -> t v c h w", v=layout.views)
     else:
         for t0 in starts:
             run_window(list(range(t0, t0 + layout.frames)), views_at(t0) if t0 > 0 else None)

@@ -176,16 +176,16 @@ def key_background(im: Image.Image, name: str) -> Image.Image:
     return Image.fromarray(np.dstack([a.astype(np.uint8), (alpha + 0.5).astype(np.uint8)]), "RGBA")
 
 
-def centre_object(im: Image.Image, size: int, ratio: float, name: str = "image") -> Image.Image:
-    """The reference's recentring: the bounding box of alpha > 0, centred on a transparent square whose side is the
-    box's longer side / ratio, at size×size, composited on white. RGBA -> RGB. (The reference pastes on a canvas of
-    that side and resizes the canvas; scaling the box straight to its final size is the same up to rounding, and
-    keeps the object centred to half an output pixel rather than half an input pixel.)"""
-    alpha = np.asarray(im)[..., 3]
-    ys, xs = np.nonzero(alpha > 0)
+def _object_box(im: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box (left, top, right, bottom) of alpha > 0 of an RGBA image; None when all is transparent."""
+    ys, xs = np.nonzero(np.asarray(im)[..., 3] > 0)
     if not len(xs):
-        raise ImageError(f"{name}: the alpha channel is empty; there is no object to centre")
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _place(im: Image.Image, box: tuple[int, int, int, int], size: int, ratio: float) -> Image.Image:
+    """The box of im scaled to make its longer side ratio·size, centred on a white size×size square. RGBA -> RGB."""
     w, h = box[2] - box[0], box[3] - box[1]
     scale = size * ratio / max(w, h)
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -195,18 +195,48 @@ def centre_object(im: Image.Image, size: int, ratio: float, name: str = "image")
     return canvas.convert("RGB")
 
 
-def prepare_object(path: str | Path, size: int, ratio: float = OBJECT_RATIO) -> Image.Image:
-    """The SV3D input view, size×size RGB: the object from the alpha channel of an RGBA image, or keyed off the
-    near-uniform background of an RGB one (the reference runs a background-removal model it downloads; we don't),
-    centred at `ratio` on white. Raises ImageError with one line."""
+def centre_object(im: Image.Image, size: int, ratio: float, name: str = "image") -> Image.Image:
+    """The reference's recentring: the bounding box of alpha > 0, centred on a transparent square whose side is the
+    box's longer side / ratio, at size×size, composited on white. RGBA -> RGB. (The reference pastes on a canvas of
+    that side and resizes the canvas; scaling the box straight to its final size is the same up to rounding, and
+    keeps the object centred to half an output pixel rather than half an input pixel.)"""
+    box = _object_box(im)
+    if box is None:
+        raise ImageError(f"{name}: the alpha channel is empty; there is no object to centre")
+    return _place(im, box, size, ratio)
+
+
+def centre_objects(images: list[Image.Image], size: int, ratio: float, name: str = "clip") -> list[Image.Image]:
+    """centre_object for the frames of a clip (RGBA, one size) with one box for all: the union of the frames' object
+    boxes, so the object moves as it did in the clip instead of being re-centred (and re-scaled) frame by frame."""
+    boxes = [b for b in map(_object_box, images) if b is not None]
+    if not boxes:
+        raise ImageError(f"{name}: the alpha channel is empty in every frame; there is no object to centre")
+    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    return [_place(im, box, size, ratio) for im in images]
+
+
+def cut_out(im: Image.Image, name: str) -> Image.Image:
+    """The object as RGBA: an image's own transparency, else its near-uniform background keyed out (the reference
+    runs a background-removal model it downloads; we don't). Images without transparency are first shrunk to fit
+    THUMBNAIL, as the reference shrinks them for its remover."""
+    if im.mode == "RGBA" and np.asarray(im)[..., 3].min() < 255:
+        return im
+    im = im.convert("RGB")
+    im.thumbnail((THUMBNAIL, THUMBNAIL), Image.LANCZOS)
+    return key_background(im, name)
+
+
+def check_object_ratio(ratio: float) -> None:
     if not 0 < ratio <= 1:
         raise ImageError(f"--object-ratio {ratio:g}: must be in (0, 1] (the object's longer side / the view's side)")
-    im = load_image(path, keep_alpha=True)
-    if im.mode != "RGBA" or np.asarray(im)[..., 3].min() == 255:  # no transparency to use
-        im = im.convert("RGB")
-        im.thumbnail((THUMBNAIL, THUMBNAIL), Image.LANCZOS)
-        im = key_background(im, str(path))
-    return centre_object(im, size, ratio, str(path))
+
+
+def prepare_object(path: str | Path, size: int, ratio: float = OBJECT_RATIO) -> Image.Image:
+    """The SV3D input view, size×size RGB: the object from the alpha channel of an RGBA image, or keyed off the
+    near-uniform background of an RGB one (cut_out), centred at `ratio` on white. Raises ImageError with one line."""
+    check_object_ratio(ratio)
+    return centre_object(cut_out(load_image(path, keep_alpha=True), str(path)), size, ratio, str(path))
 
 
 # Camera poses -------------------------------------------------------------------------------------------------------
@@ -255,10 +285,11 @@ def transforms(orbit: Orbit, files: list[str], size: tuple[int, int], camera: Ca
             "camera_angle_x": fov, "camera_angle_y": 2 * math.atan(0.5 * h / focal), "frames": frames}
 
 
-def contact_sheet(frames: np.ndarray, labels: list[str], tile: int = 192) -> Image.Image:
-    """The views in orbit order on a grid about 16:9, each `tile` pixels wide with its label below."""
+def contact_sheet(frames: np.ndarray, labels: list[str], tile: int = 192, cols: int | None = None) -> Image.Image:
+    """The views in orbit order on a grid about 16:9 (or of `cols` columns), each `tile` pixels wide with its label
+    below."""
     n, h, w = frames.shape[:3]
-    cols = math.ceil(math.sqrt(n * 16 / 9))
+    cols = cols or math.ceil(math.sqrt(n * 16 / 9))
     rows = math.ceil(n / cols)
     th = round(h * tile / w)
     font = ImageFont.load_default()

@@ -21,9 +21,12 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
 
 
-def _frame(path: Path) -> np.ndarray:
+def _frame(path: Path, keep_alpha: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8; (H, W, 4) with keep_alpha when the image has transparency (an object cut out per frame)."""
     try:
-        return np.asarray(Image.open(path).convert("RGB"))
+        with Image.open(path) as im:
+            transparent = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            return np.asarray(im.convert("RGBA" if keep_alpha and transparent else "RGB"))
     except OSError as e:
         raise VideoError(f"{path}: unreadable frame ({e})") from None
 
@@ -56,14 +59,16 @@ def _unreadable(path: Path, error: Exception) -> VideoError:
     return VideoError(f"{path}: not a video ffmpeg can read ({reason})")
 
 
-def iter_frames(source: str | Path, last: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, frame (H, W, 3) uint8) of a video (streamed) or a frame folder, up to frame `last` (None: all)."""
+def iter_frames(source: str | Path, last: int | None = None,
+                keep_alpha: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, frame (H, W, 3) uint8) of a video (streamed) or a frame folder, up to frame `last` (None: all).
+    keep_alpha: frame images with transparency come as (H, W, 4) (videos are read as RGB)."""
     p = Path(source)
     if p.is_dir():
         for i, name in enumerate(frame_files(p)):
             if last is not None and i > last:
                 return
-            yield i, _frame(name)
+            yield i, _frame(name, keep_alpha)
         return
     if not p.is_file():
         raise VideoError(f"{p}: no such file")
@@ -75,16 +80,19 @@ def iter_frames(source: str | Path, last: int | None = None) -> Iterator[tuple[i
             return
 
 
-def read_clip(path: str | Path, default_fps: float = 24.0) -> tuple[np.ndarray, float]:
+def read_clip(path: str | Path, default_fps: float = 24.0, keep_alpha: bool = False) -> tuple[np.ndarray, float]:
     """(frames (T, H, W, 3) uint8, fps) from a video file or a folder of frame images (default_fps for folders and
-    videos that do not say)."""
+    videos that do not say). keep_alpha: a folder with transparent frames gives (T, H, W, 4), the opaque ones of it
+    with alpha 255."""
     p = Path(path)
     if p.is_dir():
         if not frame_files(p):
             raise VideoError(f"{p}: no frame images")
-        frames = [f for _, f in iter_frames(p)]
-        if len({f.shape for f in frames}) > 1:
+        frames = [f for _, f in iter_frames(p, keep_alpha=keep_alpha)]
+        if len({f.shape[:2] for f in frames}) > 1:
             raise VideoError(f"{p}: frames of different sizes")
+        if len({f.shape for f in frames}) > 1:  # some frames transparent, some not
+            frames = [f if f.shape[2] == 4 else np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]) for f in frames]
         return np.stack(frames), default_fps
     if not p.is_file():
         raise VideoError(f"{p}: no such file")
