@@ -23,6 +23,7 @@ COMMANDS = [
     (["batch", ".", "--out", "o", "--preset", "svd"], "svdcli.checkpoints.presets.load_preset",
      "finished items are kept, run the same command again to resume"),
     (["multiview", "x.png"], "svdcli.checkpoints.presets.load_preset", "no output was written"),
+    (["4d", "x.mp4"], "svdcli.checkpoints.presets.load_preset", "no output was written"),
     (["train-lora", ".", "--motion", "zoom"], "svdcli.checkpoints.presets.load_preset",
      "run the same command with --resume to go on from the newest checkpoint"),
     (["interpolate", "x.mp4"], "svdcli.video.interpolate.read_source", "no output was written"),

@@ -234,3 +234,19 @@ def test_window_schedule_and_anchors_equal_the_reference_scripts():
     print("SV4D anchors, ours:", anchor_frames(LAYOUTS["sv4d"]), "reference:", list(range(4, FRAMES, 4)))
     assert ours == reference == {"sv4d": [0, 4, 8, 12, 16], "sv4d2": [0, 9], "sv4d2_8views": [0, 4, 8, 12, 16]}
     assert anchor_frames(LAYOUTS["sv4d"]) == list(range(4, FRAMES, 4)) == [4, 8, 12, 16, 20]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_unet_config_inferred_from_the_full_size_shapes_is_the_models(name):
+    """At full size the middle block is as wide as the U-Net's embedding (1280), so SV4D's view embedding there
+    looks like SV4D 2.0's camera embedding: the loader must tell them apart where the widths differ."""
+    from dataclasses import replace
+
+    from svdcli.checkpoints.architectures import UNET_PREFIX
+    from svdcli.checkpoints.loader import infer_unet_config
+
+    official = json.loads((FIXTURES / f"{name}.json").read_text())
+    inferred = infer_unet_config(lambda key: tuple(official[UNET_PREFIX + key]) if UNET_PREFIX + key in official
+                                 else None)
+    arch = ARCHITECTURES[name].unet
+    assert replace(inferred, attention_3d=arch.attention_3d) == arch  # the 3-D layout: the file's name says

@@ -92,7 +92,9 @@ def infer_unet_config(shape_of: Callable[[str], tuple[int, ...] | None], head_di
     ctx = shape_of("middle_block.1.transformer_blocks.0.attn2.to_k.weight")
     # SV4D family; whether its view attention is the "3-D" one no shape tells (the architecture's name does)
     motion_ctx = shape_of("middle_block.1.motion_blocks.0.attn2.to_k.weight")
-    view_embed = shape_of("middle_block.1.time_mix_time_embed.0.weight")
+    # the first level's: its width (model_channels) differs from the U-Net's embedding; at the middle block the
+    # released files' are equal (1280), so an SV4D view embedding would look like SV4D 2.0's camera embedding there
+    view_embed = shape_of("input_blocks.1.1.time_mix_time_embed.0.weight")
     return UNetConfig(in_channels=in_ch, out_channels=shape_of("out.2.weight")[0], model_channels=mc,
                       channel_mult=tuple(lv[0] // mc for lv in widths), num_res_blocks=len(widths[0]),
                       attention_levels=tuple(attention), head_dim=head_dim,
