@@ -250,3 +250,28 @@ def test_the_unet_config_inferred_from_the_full_size_shapes_is_the_models(name):
                                  else None)
     arch = ARCHITECTURES[name].unet
     assert replace(inferred, attention_3d=arch.attention_3d) == arch  # the 3-D layout: the file's name says
+
+
+def test_every_offload_mode_with_fp8_weights_gives_the_same_views(tmp_path):
+    """svd 4d runs on the engine of svd generate: the offload modes move the same weights in and out (on the CPU the
+    library honours them too: the same phases, the same streamed copies as on a GPU), so the views are equal."""
+    from safetensors.torch import save_file
+
+    from svdcli.checkpoints.loader import model_metadata
+    from svdcli.inference.four_d import FourDSettings, sample_4d
+    from svdcli.inference.pipeline import VideoPipeline
+
+    from .sv4d_tiny import tiny_architecture, tiny_file_tensors
+
+    tensors, config = read_fixture(FIXTURES / "sv4d" / "sv4d2_procedure.safetensors")
+    path = tmp_path / "sv4d2.safetensors"
+    save_file(tiny_file_tensors("sv4d2", config["weights_seed"]), str(path),
+              metadata=model_metadata(tiny_architecture("sv4d2")))
+    clip = tensors["clip"].float() / 255 * 2 - 1
+    settings = FourDSettings.for_model("sv4d2", steps=1, guidance="linear", decode_chunk=5)
+    views = {}
+    for mode in ("none", "model", "sequential"):
+        pipe = VideoPipeline(load(path, weights_dtype="fp8"), torch.device("cpu"), torch.float32, offload=mode)
+        views[mode] = sample_4d(pipe, clip, settings, seed=1)
+    assert views["none"].shape == (21, 5, 3, 32, 32) and float(views["none"][:, 1:].std()) > 0.05
+    assert torch.equal(views["none"], views["model"]) and torch.equal(views["none"], views["sequential"])
