@@ -16,13 +16,15 @@ from torch import Tensor
 
 from ..checkpoints.loader import LoadedModel
 from ..models.layers import timestep_embedding
+from ..models.vae import SCALE_FACTOR
 from ..runtime.devices import synchronize
 from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
 from ..runtime.progress import Progress
 from ..runtime.quantize import has_stored_weights
 from .decoding import Decoded, decode_latents
 from .flops import unet_call_flops
-from .sampling import LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, sample_euler
+from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas,
+                       sample_bidirectional, sample_euler)
 
 
 
@@ -133,10 +135,12 @@ class VideoPipeline:
     def downscale(self) -> int:
         return 2 ** (len(self.model.architecture.vae.channel_mult) - 1)
 
-    def draw_noise(self, seed: int, image_shape: tuple[int, ...], frames: int) -> tuple[Tensor, Tensor]:
+    def draw_noise(self, seed: int, image_shape: tuple[int, ...], frames: int,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """The reference's two draws from one CPU generator: ε for the conditioning image (1, 3, H, W), then the
-        initial latent noise (T, 4, h, w). CPU draws make one seed give the same video on every device."""
-        g = torch.Generator("cpu").manual_seed(seed)
+        initial latent noise (T, 4, h, w). CPU draws make one seed give the same video on every device.
+        generator: the seeded generator to draw from, where the caller draws more after these."""
+        g = generator or torch.Generator("cpu").manual_seed(seed)
         eps_image = torch.randn(image_shape, generator=g)
         h, w = image_shape[-2] // self.downscale, image_shape[-1] // self.downscale
         eps_latent = torch.randn((frames, self.model.architecture.vae.z_channels, h, w), generator=g)
@@ -165,6 +169,28 @@ class VideoPipeline:
             decoded = decode_latents(vae, latents, self.device, chunk, self.decode_overlap, tile, progress)
         return decoded
 
+    def frame_denoiser(self, clip: Tensor, latent: Tensor, y: Tensor, frames: int,
+                       unconditional: bool = True) -> Denoiser:
+        """D(x; σ) of a clip conditioned on one image, (conditional, unconditional or None): clip (1, 1, D) and
+        latent (1, 4, h, w) from encode_condition, y (T, adm). The unconditional branch zeroes only the CLIP token
+        and the conditioning latent; y is the same."""
+        context = clip.to(self.dtype).expand(frames, -1, -1)  # (T, 1, D)
+        concat = latent.to(self.dtype).expand(frames, -1, -1, -1)  # (T, 4, h, w)
+        unet, dtype, t = self.unet, self.dtype, frames
+
+        def denoise(x: Tensor, sigma: Tensor):
+            sc = Scalings.at(sigma.float())
+            n = 2 if unconditional else 1
+            xin = (sc.c_in * x).to(dtype)
+            ctx = torch.cat([torch.zeros_like(context), context]) if unconditional else context
+            cat = torch.cat([torch.zeros_like(concat), concat]) if unconditional else concat
+            net_in = torch.cat([xin.repeat(n, 1, 1, 1), cat], dim=1)
+            c_noise = sc.c_noise.expand(n * t).to(self.device)
+            out = unet(net_in, c_noise, ctx, y.repeat(n, 1), t).float()
+            d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
+            return (d[t:], d[:t]) if unconditional else (d, None)
+        return denoise
+
     @torch.no_grad()
     def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
                  tile: tuple[int, int] | None = None) -> GenerateResult:
@@ -184,41 +210,62 @@ class VideoPipeline:
             synchronize(self.device)
             progress("encode", 1, 1)
         y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
-        context = clip.to(self.dtype).expand(t, -1, -1)  # (T, 1, D)
-        concat = latent.to(self.dtype).expand(t, -1, -1, -1)  # (T, 4, h, w)
         guidance = TriangleFrameGuidance if settings.guidance == "triangle" else LinearFrameGuidance
-        guide = guidance(settings.cfg_min, settings.cfg_max)
-        scales = guide.scales(t)
+        scales = guidance(settings.cfg_min, settings.cfg_max).scales(t)
         unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
-        unet, dtype = self.unet, self.dtype
-
-        def denoise(x: Tensor, sigma: Tensor):
-            sc = Scalings.at(sigma.float())
-            n = 2 if unconditional else 1
-            xin = (sc.c_in * x).to(dtype)
-            # The unconditional branch zeroes only the CLIP token and the conditioning latent; y is the same.
-            ctx = torch.cat([torch.zeros_like(context), context]) if unconditional else context
-            cat = torch.cat([torch.zeros_like(concat), concat]) if unconditional else concat
-            net_in = torch.cat([xin.repeat(n, 1, 1, 1), cat], dim=1)
-            c_noise = sc.c_noise.expand(n * t).to(self.device)
-            out = unet(net_in, c_noise, ctx, y.repeat(n, 1), t).float()
-            d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
-            return (d[t:], d[:t]) if unconditional else (d, None)
-
+        denoise = self.frame_denoiser(clip, latent, y, t, unconditional)
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
-            h, w = concat.shape[-2:]
+            h, w = latent.shape[-2:]
             progress("sample-flops", unet_call_flops(self.model.architecture.unet, 2 if unconditional else 1, t, h, w),
                      settings.steps)
         sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
+            return sample_euler(denoise, eps_latent.to(self.device), sigmas, scales, on_step=self.steps_to(progress))
+
+    @torch.no_grad()
+    def sample_between(self, start: Tensor, end: Tensor, settings: SamplingSettings, seed: int, scale: float = 1.0,
+                       progress: Progress | None = None) -> Tensor:
+        """Latents (T, 4, h, w) of a clip whose first frame is `start` and last `end` ((1, 3, H, W) in [-1, 1];
+        the same image: a loop), on the device: sampling.sample_bidirectional, with `scale` its CFG++ scale for
+        every frame (the settings' per-frame guidance is not used). Noise from one CPU generator: the start's ε
+        and the initial latents as sample draws them (so a seed starts from the same noise), the end's ε, then the
+        re-noising of each step."""
+        t = settings.frames
+        g = torch.Generator("cpu").manual_seed(seed)
+        eps_start, eps_latent = self.draw_noise(seed, tuple(start.shape), t, generator=g)
+        eps_end = torch.randn(tuple(end.shape), generator=g)
+        if progress:
+            progress("encode", 0, 2)
+        clip_start, latent_start = self.encode_condition(start, eps_start, settings)
+        clip_end, latent_end = self.encode_condition(end, eps_end, settings)
+        vae = self.model.vae
+        with self.phase(vae.encoder, vae.quant_conv):  # the bounds themselves, in the sampled latents' space
+            bounds = vae.encode(torch.cat([start, end]).to(self.device, torch.float32)) * SCALE_FACTOR
+        if progress:
+            synchronize(self.device)
+            progress("encode", 2, 2)
+            h, w = latent_start.shape[-2:]
+            progress("sample-flops", 2 * unet_call_flops(self.model.architecture.unet, 2, t, h, w), settings.steps)
+        y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
+        sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
+            return sample_bidirectional(self.frame_denoiser(clip_start, latent_start, y, t),
+                                        self.frame_denoiser(clip_end, latent_end, y, t), eps_latent.to(self.device),
+                                        sigmas, bounds[0], bounds[1], scale,
+                                        lambda: torch.randn(eps_latent.shape, generator=g),
+                                        on_step=self.steps_to(progress))
+
+    def steps_to(self, progress: Progress | None):
+        """The sampler's step callback reporting to progress (None without one): each step once the device has
+        finished it, and the compiling first step marked as such."""
+        if not progress:
+            return None
+        if self.compiled:
+            progress("compile", 0, 1)  # the first call compiles: its time is not a step's
 
         def on_step(i: int, n: int) -> None:
             synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock
             if i == 1 and self.compiled:
                 progress("compile", 1, 1)
             progress("sample", i, n)
-
-        if progress and self.compiled:
-            progress("compile", 0, 1)  # the first call compiles: its time is not a step's
-        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            return sample_euler(denoise, eps_latent.to(self.device), sigmas, scales,
-                                on_step=on_step if progress else None)
+        return on_step

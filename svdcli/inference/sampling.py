@@ -100,3 +100,35 @@ def euler_step(denoise: Denoiser, x: Tensor, sigma: float, sigma_next: float, gu
     scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
     denoised = d_cond if d_uncond is None else d_uncond + scale * (d_cond - d_uncond)
     return x + (sigma_next - sigma) * (x - denoised) / sigma
+
+
+def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: Tensor, sigmas: Tensor,
+                         start_latent: Tensor, end_latent: Tensor, scale: float, renoise: Callable[[], Tensor],
+                         on_step: StepCallback | None = None) -> Tensor:
+    """A clip from a first frame to a last one (and a loop, when they are the same image), without training:
+    ViBiDSampler's sequential bidirectional sampling (Yang et al., ICLR 2025), in our Euler/EDM terms.
+
+    Each step runs two passes at the same σ. Forwards, conditioned on the start (denoise_start): the guided estimate
+    with its last frame replaced by the end's latent, then a step to σ_next along the *unconditional* estimate's
+    direction (CFG++, with one scale for all frames); fresh noise (renoise(), standard normal of x's shape) brings it
+    back up to σ. Backwards, on the time-reversed clip conditioned on the end (denoise_end): the same, with the
+    start's latent in its last frame, i.e. the clip's first. So every step is pulled towards both bounds, and at σ = 0
+    the first frame is the start's latent exactly. start_latent, end_latent: (C, h, w) in the scaled latent space
+    of x. Two denoiser calls per step."""
+    x = initial_latents(noise, sigmas)
+    n = len(sigmas) - 1
+
+    def half_step(denoise: Denoiser, x: Tensor, sigma: float, sigma_next: float, bound: Tensor) -> Tensor:
+        d_cond, d_uncond = denoise(x, torch.tensor(sigma))
+        denoised = d_uncond + scale * (d_cond - d_uncond)
+        denoised[-1] = bound  # the one-frame data-consistency step: its least-squares solution is the bound itself
+        return denoised + (sigma_next / sigma) * (x - d_uncond)
+
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        x = half_step(denoise_start, x, sigma, sigma_next, end_latent.to(x))
+        x = x + math.sqrt(sigma ** 2 - sigma_next ** 2) * renoise().to(x)
+        x = half_step(denoise_end, x.flip(0), sigma, sigma_next, start_latent.to(x)).flip(0)
+        if on_step:
+            on_step(i + 1, n)
+    return x
