@@ -69,3 +69,21 @@ def test_sample_between_pins_the_first_frame_and_is_deterministic():
     assert (latents[-1] - bounds[1]).abs().max() < 0.05
     assert torch.equal(latents, pipe.sample_between(start, end, settings, seed=5))
     assert not torch.equal(latents, pipe.sample_between(start, end, settings, seed=6))
+
+
+def test_fusion_takes_the_first_frame_from_the_start_and_the_last_from_the_reversed_end():
+    from svdcli.inference.sampling import time_reversal_fusion
+
+    g = torch.Generator().manual_seed(3)
+    frames, shape = 5, (2, 3, 3)
+    start, end, x = torch.randn(shape, generator=g), torch.randn(shape, generator=g), torch.randn((frames, *shape))
+    scales = torch.linspace(1.0, 2.0, frames)
+    den_start, den_end = framewise_denoiser(start, []), framewise_denoiser(end, [])
+    fused, none = time_reversal_fusion(den_start, den_end, scales)(x, torch.tensor(3.0))
+    cond, uncond = den_start(x, torch.tensor(3.0))
+    forward = uncond + scales.view(-1, 1, 1, 1) * (cond - uncond)
+    cond, uncond = den_end(x.flip(0), torch.tensor(3.0))
+    backward = (uncond + scales.view(-1, 1, 1, 1) * (cond - uncond)).flip(0)  # its ramp in its own frame order
+    assert none is None
+    assert torch.allclose(fused[0], forward[0]) and torch.allclose(fused[-1], backward[-1])
+    assert torch.allclose(fused[2], (forward[2] + backward[2]) / 2)  # the middle frame: half of each

@@ -24,7 +24,7 @@ from ..runtime.quantize import has_stored_weights
 from .decoding import Decoded, decode_latents
 from .flops import unet_call_flops
 from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas,
-                       sample_bidirectional, sample_euler)
+                       sample_bidirectional, sample_euler, time_reversal_fusion)
 
 
 
@@ -224,7 +224,7 @@ class VideoPipeline:
 
     @torch.no_grad()
     def sample_between(self, start: Tensor, end: Tensor, settings: SamplingSettings, seed: int, scale: float = 1.0,
-                       progress: Progress | None = None) -> Tensor:
+                       progress: Progress | None = None, method: str = "bidirectional") -> Tensor:
         """Latents (T, 4, h, w) of a clip whose first frame is `start` and last `end` ((1, 3, H, W) in [-1, 1];
         the same image: a loop), on the device: sampling.sample_bidirectional, with `scale` its CFG++ scale for
         every frame (the settings' per-frame guidance is not used). Noise from one CPU generator: the start's ε
@@ -248,11 +248,15 @@ class VideoPipeline:
             progress("sample-flops", 2 * unet_call_flops(self.model.architecture.unet, 2, t, h, w), settings.steps)
         y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
         sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        denoise_start = self.frame_denoiser(clip_start, latent_start, y, t)
+        denoise_end = self.frame_denoiser(clip_end, latent_end, y, t)
         with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            return sample_bidirectional(self.frame_denoiser(clip_start, latent_start, y, t),
-                                        self.frame_denoiser(clip_end, latent_end, y, t), eps_latent.to(self.device),
-                                        sigmas, bounds[0], bounds[1], scale,
-                                        lambda: torch.randn(eps_latent.shape, generator=g),
+            if method == "fusion":
+                scales = LinearFrameGuidance(settings.cfg_min, settings.cfg_max).scales(t)
+                return sample_euler(time_reversal_fusion(denoise_start, denoise_end, scales),
+                                    eps_latent.to(self.device), sigmas, scales, on_step=self.steps_to(progress))
+            return sample_bidirectional(denoise_start, denoise_end, eps_latent.to(self.device), sigmas, bounds[0],
+                                        bounds[1], scale, lambda: torch.randn(eps_latent.shape, generator=g),
                                         on_step=self.steps_to(progress))
 
     def steps_to(self, progress: Progress | None):

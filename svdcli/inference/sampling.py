@@ -132,3 +132,21 @@ def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: 
         if on_step:
             on_step(i + 1, n)
     return x
+
+
+def time_reversal_fusion(denoise_start: Denoiser, denoise_end: Denoiser, guidance: Tensor) -> Denoiser:
+    """A clip between two keyframes by fusing two denoised estimates at every step: Time Reversal Fusion (Feng et
+    al., 2024). The start's, guided with the per-frame scales, and the end's on the time-reversed clip (its own
+    guidance in its own frame order), blended with a weight falling linearly from 1 at the first frame to 0 at the
+    last. Returns the fused estimate as the conditional one with no unconditional one, so sample_euler steps along
+    it as it is. Two denoiser calls per step; the bounds are not pinned (the first frame comes from the start's
+    estimate alone, the last from the end's)."""
+    def denoise(x: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+        scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
+        weight = torch.linspace(1, 0, len(x), device=x.device).view(-1, 1, 1, 1)
+        d_cond, d_uncond = denoise_start(x, sigma)
+        forward = d_uncond + scale * (d_cond - d_uncond)
+        d_cond, d_uncond = denoise_end(x.flip(0), sigma)
+        backward = (d_uncond + scale * (d_cond - d_uncond)).flip(0)
+        return weight * forward + (1 - weight) * backward, None
+    return denoise
