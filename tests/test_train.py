@@ -254,6 +254,32 @@ def test_an_interrupt_during_the_weight_update_waits_for_it_and_keeps_that_step(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_interrupt_just_after_a_step_is_logged_logs_it_once(workspace, monkeypatch):
+    """Ctrl-C landing after the log line is written, as the rest of the step's logging runs (the CI failure of this
+    session's second run: log 6 lines, checkpoint step 5): the step is logged once, and checkpointed."""
+    from svdcli.training import trainer as train
+
+    class Board:  # TensorBoard's writer, whose scalars follow the line in log.jsonl
+        def add_scalar(self, name, value, step):
+            if name == "loss" and step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def close(self):
+            pass
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(train.Trainer, "_open_tensorboard", lambda self: setattr(self, "tensorboard", Board()))
+            with pytest.raises(KeyboardInterrupt):
+                run(job(workspace, "logged", checkpoint_every=100))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert sorted(p.name for p in (workspace / "logged-train" / "checkpoints").iterdir()) == ["step-000003.safetensors"]
+    log = [json.loads(line)["step"] for line in (workspace / "logged-train" / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
 def test_an_error_between_steps_saves_the_last_finished_step(workspace):
     """Any stop but a TrainingError keeps the steps done: under torchrun a worker can meet its peer's broken
     collective (a RuntimeError) before its own interrupt, and must still leave a checkpoint to --resume from."""

@@ -195,6 +195,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.tensorboard = None
         self.completed = 0  # optimizer steps done; set together with the weights they produced
+        self.logged = 0  # the last step with its line in log.jsonl
         self.updating = False  # inside the weight update: an error now leaves no step's weights to checkpoint
         # What a checkpoint must agree on to be resumed: the settings that shape the result, the data and base
         # weights it was trained on (from lora_meta), the compute dtype and the global batch.
@@ -303,7 +304,7 @@ class Trainer:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._trim_log(start)
             self._open_tensorboard()
-        logged = start
+        self.logged = start
         try:
             for step in range(start, self.settings.steps):
                 t0 = time.perf_counter()
@@ -311,7 +312,6 @@ class Trainer:
                 done = self.completed
                 if self.dist.main:
                     self._log(done, loss, time.perf_counter() - t0)
-                    logged = done
                 if self.on_step:
                     self.on_step(done, self.settings.steps, loss, self.lr_at(step))
                 if done % self.settings.checkpoint_every == 0 or done == self.settings.steps:
@@ -324,7 +324,7 @@ class Trainer:
             raise  # it names the last good checkpoint: nothing of the failed step was kept
         except BaseException:
             done = self.completed
-            if self.dist.main and not self.updating and done > logged:  # interrupted as the update ended
+            if self.dist.main and not self.updating and done > self.logged:  # interrupted as the update ended
                 self._log(done, self.completed_loss, time.perf_counter() - t0)
             if not self.updating and done > start and (self.last_checkpoint is None or
                                                        self.last_checkpoint.name != self._name(done)):
@@ -446,8 +446,10 @@ class Trainer:
     def _log(self, step: int, loss: float, seconds: float) -> None:
         line = {"step": step, "loss": loss, "lr": self.lr_at(step - 1), "seconds": round(seconds, 4),
                 "videos": self.global_batch}
-        with open(self.work_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+        with held():  # the line and the record of it together: an interrupt between them would log the step twice
+            with open(self.work_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            self.logged = step
         if self.tensorboard:
             self.tensorboard.add_scalar("loss", loss, step)
             self.tensorboard.add_scalar("lr", line["lr"], step)
