@@ -275,3 +275,31 @@ def test_every_offload_mode_with_fp8_weights_gives_the_same_views(tmp_path):
         views[mode] = sample_4d(pipe, clip, settings, seed=1)
     assert views["none"].shape == (21, 5, 3, 32, 32) and float(views["none"][:, 1:].std()) > 0.05
     assert torch.equal(views["none"], views["model"]) and torch.equal(views["none"], views["sequential"])
+
+
+def test_model_offload_moves_the_unet_once_per_window_not_per_step(tmp_path):
+    from contextlib import contextmanager
+
+    from safetensors.torch import save_file
+
+    from svdcli.checkpoints.loader import model_metadata
+    from svdcli.inference.four_d import FourDSettings, sample_4d
+    from svdcli.inference.pipeline import VideoPipeline
+
+    from .sv4d_tiny import tiny_architecture, tiny_file_tensors
+
+    tensors, config = read_fixture(FIXTURES / "sv4d" / "sv4d2_procedure.safetensors")
+    path = tmp_path / "sv4d2.safetensors"
+    save_file(tiny_file_tensors("sv4d2", config["weights_seed"]), str(path),
+              metadata=model_metadata(tiny_architecture("sv4d2")))
+    pipe = VideoPipeline(load(path), torch.device("cpu"), torch.float32, offload="model")
+    moves, phase = [], pipe.mover.phase
+
+    @contextmanager
+    def counted(*modules):
+        moves.extend(m is pipe.model.unet for m in modules)
+        with phase(*modules):
+            yield
+    pipe.mover.phase = counted
+    sample_4d(pipe, tensors["clip"].float() / 255 * 2 - 1, FourDSettings.for_model("sv4d2", steps=3), seed=1)
+    assert sum(moves) == 2  # sv4d2's two windows, 3 steps each

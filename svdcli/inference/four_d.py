@@ -197,9 +197,13 @@ class FourD:
             return denoised[n:], denoised[:n]
         return denoise
 
+    def sampling(self):
+        """Context of a pass's steps: with model offload the U-Net is on the device through all of them (moved per
+        pass, not per step; the conditioning before and the decoding after have the device to themselves)."""
+        return self.pipe.phase(self.pipe.model.unet) if self.pipe.offload == "model" else nullcontext()
+
     def step(self, window: Window, x: Tensor, i: int) -> Tensor:
-        with self.pipe.phase(self.pipe.model.unet) if self.pipe.offload == "model" else nullcontext():
-            return euler_step(self.denoiser(window), x, self.sigmas[i].item(), self.sigmas[i + 1].item(), self.scales)
+        return euler_step(self.denoiser(window), x, self.sigmas[i].item(), self.sigmas[i + 1].item(), self.scales)
 
     def decode(self, latents: Tensor, progress: Progress | None = None) -> Tensor:
         """(N, 4, h, w) scaled latents -> (N, 3, H, W) in [0, 1], frame by frame (the SV4D files' decoder), in
@@ -243,9 +247,10 @@ def sample_4d(pipe: VideoPipeline, clip: Tensor, settings: FourDSettings, seed: 
         window = four_d.window(clip[frames], views)
         noise = torch.randn((layout.frames * layout.views, *latent_shape), generator=generator)
         x = initial_latents(noise.to(pipe.device), four_d.sigmas)
-        for i in range(settings.steps):
-            x = four_d.step(window, x, i)
-            tick()
+        with four_d.sampling():
+            for i in range(settings.steps):
+                x = four_d.step(window, x, i)
+                tick()
         grid[frames, 1:] = rearrange(four_d.decode(x, progress), "(t v) c h w -> t v c h w", v=layout.views)
 
     if progress:
@@ -261,12 +266,13 @@ def sample_4d(pipe: VideoPipeline, clip: Tensor, settings: FourDSettings, seed: 
                           "backward": four_d.window(clip[backward], views_at(backward[0]))}
             cells = torch.randn((FRAMES, layout.views + 1, *latent_shape), generator=generator)
             latents = initial_latents(cells[:, 1:], four_d.sigmas).to(pipe.device)  # scaled as its first step reads it
-            for i in range(settings.steps):
-                order = backward if i % 2 == 0 else forward  # the reference begins backwards
-                window = conditions["backward" if i % 2 == 0 else "forward"]
-                x = latents[order].flatten(0, 1)
-                latents[order] = four_d.step(window, x, i).view(len(order), layout.views, *latent_shape)
-                tick()
+            with four_d.sampling():
+                for i in range(settings.steps):
+                    order = backward if i % 2 == 0 else forward  # the reference begins backwards
+                    window = conditions["backward" if i % 2 == 0 else "forward"]
+                    x = latents[order].flatten(0, 1)
+                    latents[order] = four_d.step(window, x, i).view(len(order), layout.views, *latent_shape)
+                    tick()
             grid[order, 1:] = rearrange(four_d.decode(latents[order].flatten(0, 1), progress),
                                         "(t v) c h w -> t v c h w", v=layout.views)
     else:
