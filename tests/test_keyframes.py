@@ -1,5 +1,5 @@
-"""Clips between two keyframes (and loops): the bidirectional sampler as a pure function, and the pipeline's
-sample_between on a tiny model."""
+"""Clips between two keyframes, loops and clips longer than a window: the samplers as pure functions, and the
+pipeline's windows and bounds on a tiny model."""
 
 import torch
 
@@ -55,20 +55,95 @@ def test_one_step_is_the_forward_pass_the_renoising_and_the_reversed_backward_pa
     assert torch.allclose(x, expected, atol=1e-6)
 
 
-def test_sample_between_pins_the_first_frame_and_is_deterministic():
+def random_images(seed: int, count: int = 2, size: int = 64) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, size, size, generator=g) * 2 - 1 for _ in range(count)]
+
+
+def bound_latents(model, *images) -> torch.Tensor:
+    with torch.no_grad():
+        return model.vae.encode(torch.cat(images)) * SCALE_FACTOR
+
+
+def test_bidirectional_pins_the_first_frame_and_is_deterministic():
     model = tiny_model()
     pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
-    g = torch.Generator().manual_seed(2)
-    start, end = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1, torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
-    settings = SamplingSettings(frames=4, steps=3)
-    latents = pipe.sample_between(start, end, settings, seed=5)
-    with torch.no_grad():
-        bounds = model.vae.encode(torch.cat([start, end])) * SCALE_FACTOR
+    start, end = random_images(2)
+    settings = SamplingSettings(frames=4, steps=3, keyframes="bidirectional")
+    latents = pipe.sample(start, settings, seed=5, end=end)
+    bounds = bound_latents(model, start, end)
     assert latents.shape == (4, 4, 8, 8)
     assert torch.equal(latents[0], bounds[0])
     assert (latents[-1] - bounds[1]).abs().max() < 0.05
-    assert torch.equal(latents, pipe.sample_between(start, end, settings, seed=5))
-    assert not torch.equal(latents, pipe.sample_between(start, end, settings, seed=6))
+    assert torch.equal(latents, pipe.sample(start, settings, seed=5, end=end))
+    assert not torch.equal(latents, pipe.sample(start, settings, seed=6, end=end))
+
+
+def test_fusion_lands_on_both_keyframes_and_a_loop_returns_to_its_first_frame():
+    model = tiny_model()
+    pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
+    start, end = random_images(3)
+    settings = SamplingSettings(frames=5, steps=3)
+    latents = pipe.sample(start, settings, seed=1, end=end)
+    bounds = bound_latents(model, start, end)
+    assert torch.allclose(latents[0], bounds[0], atol=1e-5) and torch.allclose(latents[-1], bounds[1], atol=1e-5)
+    plain = pipe.sample(start, settings, seed=1)
+    assert (latents[1:-1] - plain[1:-1]).abs().mean() > 1e-3  # the end pulls the frames between
+    loop = pipe.sample(start, settings, seed=1, end=start)
+    assert torch.allclose(loop[0], loop[-1], atol=1e-5) and torch.allclose(loop[0], bounds[0], atol=1e-5)
+
+
+def test_pinned_frames_keep_their_latents_whatever_the_guidance():
+    from svdcli.inference.sampling import guided, pin_frames
+
+    g = torch.Generator().manual_seed(4)
+    target, known = torch.randn(4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    x = torch.randn(6, 4, 3, 3, generator=g)
+    d_cond, d_uncond = pin_frames(framewise_denoiser(target, []), [0, 5], known)(x, torch.tensor(2.0))
+    cond, uncond = framewise_denoiser(target, [])(x, torch.tensor(2.0))
+    estimate = guided(d_cond, d_uncond, torch.full((6,), 2.5))
+    assert torch.equal(estimate[0], known[0]) and torch.equal(estimate[5], known[1])
+    assert torch.equal(d_cond[1:5], cond[1:5]) and torch.equal(d_uncond[1:5], uncond[1:5])
+
+
+class UnetFrames:
+    """Records how many frames each U-Net call sampled (its batch over the guidance halves)."""
+
+    def __init__(self, unet):
+        self.frames = []
+        unet.register_forward_pre_hook(lambda module, args: self.frames.append(args[4]))
+
+
+def test_windows_share_frames_carry_the_first_window_and_never_sample_more_than_a_window():
+    model = tiny_model()
+    pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
+    image, = random_images(5, count=1)
+    calls, reports = UnetFrames(model.unet), []
+    settings = SamplingSettings(frames=10, steps=3, window=4, overlap=2)
+    latents = pipe.sample(image, settings, seed=2, progress=lambda *r: reports.append(r))
+    assert latents.shape == (10, 4, 8, 8)
+    assert set(calls.frames) == {4} and len(calls.frames) == 4 * 3  # windows at 0, 2, 4, 6 (spread evenly)
+    first = pipe.sample(image, SamplingSettings(frames=4, steps=3), seed=2)
+    assert torch.equal(latents[:4], first)  # the first window is the plain clip of the seed
+    steps = [r for r in reports if r[0] == "sample"]
+    assert steps[0] == ("sample", 1, 12) and steps[-1] == ("sample", 12, 12)
+    assert not latents[4:].eq(0).all(dim=(1, 2, 3)).any()  # every frame sampled
+    assert torch.equal(latents, pipe.sample(image, settings, seed=2))
+
+
+def test_windows_end_on_the_keyframe_and_bidirectional_stays_within_one_window():
+    import pytest
+
+    model = tiny_model()
+    pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
+    start, end = random_images(6)
+    settings = SamplingSettings(frames=7, steps=2, window=4, overlap=1)
+    latents = pipe.sample(start, settings, seed=3, end=end)
+    assert torch.allclose(latents[-1], bound_latents(model, end)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        pipe.sample(start, SamplingSettings(frames=7, steps=2, window=4, overlap=1, keyframes="bidirectional"), seed=3, end=end)
+    with pytest.raises(ValueError, match="overlap"):
+        pipe.sample(start, SamplingSettings(frames=7, steps=2, window=4, overlap=0), seed=3)
 
 
 def test_fusion_takes_the_first_frame_from_the_start_and_the_last_from_the_reversed_end():

@@ -9,7 +9,7 @@ memory rather than fail; decoding.py).
 """
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -21,9 +21,9 @@ from ..runtime.devices import synchronize
 from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
 from ..runtime.progress import Progress
 from ..runtime.quantize import has_stored_weights
-from .decoding import Decoded, decode_latents
+from .decoding import Decoded, decode_latents, temporal_windows
 from .flops import unet_call_flops
-from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas,
+from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, pin_frames,
                        sample_bidirectional, sample_euler, time_reversal_fusion)
 
 
@@ -47,6 +47,12 @@ class SamplingSettings:
     sigma_max: float = 700.0
     polars_rad: tuple[float, ...] | None = None  # SV3D_p camera, one per frame
     azimuths_rad: tuple[float, ...] | None = None
+    window: int = 0  # frames sampled at once; 0: all of them (one window)
+    overlap: int = 4  # frames a window shares with the one before
+    keyframes: str = "fusion"  # how a clip with an end frame is sampled: fusion or bidirectional
+
+
+KEYFRAME_METHODS = ("fusion", "bidirectional")
 
 
 @dataclass
@@ -199,77 +205,94 @@ class VideoPipeline:
         return GenerateResult(with_input_view(self.model.architecture.name, frames, image), seed, latents)
 
     @torch.no_grad()
-    def sample(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None) -> Tensor:
-        """The denoised latents (T, 4, h, w), on the device."""
-        t = settings.frames
-        eps_image, eps_latent = self.draw_noise(seed, tuple(image.shape), t)
+    def sample(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
+               end: Tensor | None = None) -> Tensor:
+        """The denoised latents (N, 4, h, w) of a clip whose first frame is `image`, on the device.
+
+        One window, the reference's sampling, unless settings.window is below settings.frames: then windows of that
+        many frames, spread evenly, each sharing at least settings.overlap frames with the one before. A window shares its first frames with the one before; their estimates are
+        pinned to the latents already sampled (pin_frames), so its new frames carry the motion on. It is conditioned
+        on its own first frame's latent and on the image's CLIP embedding, which keeps the subject and its colours
+        from drifting over the windows.
+
+        end: the last frame ((1, 3, H, W) in [-1, 1]; `image` itself for a loop): the last window is sampled between
+        its first frame and the end, by settings.keyframes: "fusion" (time_reversal_fusion with both bounds pinned)
+        or "bidirectional" (sample_bidirectional; one window only).
+
+        Noise from one CPU generator, in this order: the image's ε and the first window's noise (as the reference
+        draws them, so one window of a seed starts from the reference's noise), the end's ε, each further window's
+        noise, and the bidirectional sampler's re-noising at each step."""
+        n = settings.frames
+        t = min(settings.window or n, n)
+        starts = [first for first, _ in temporal_windows(n, t, settings.overlap)]  # spread evenly, as decode's
+        if len(starts) > 1 and not 1 <= settings.overlap < t:
+            raise ValueError(f"overlap {settings.overlap}: windows must share at least one frame and fewer than {t}")
+        if end is not None and settings.keyframes == "bidirectional" and len(starts) > 1:
+            raise ValueError("keyframes bidirectional samples one window: use fusion for clips longer than the window")
+        g = torch.Generator("cpu").manual_seed(seed)
+        eps_image, first_noise = self.draw_noise(seed, tuple(image.shape), t, generator=g)
+        eps_end = torch.randn(tuple(end.shape), generator=g) if end is not None else None
         if progress:
             progress("encode", 0, 1)
         clip, latent = self.encode_condition(image, eps_image, settings)
+        if end is not None:
+            clip_end, latent_end = self.encode_condition(end, eps_end, settings)
+            vae = self.model.vae
+            with self.phase(vae.encoder, vae.quant_conv):  # the bounds themselves, in the sampled latents' space
+                bounds = vae.encode(torch.cat([image, end]).to(self.device, torch.float32)) * SCALE_FACTOR
         if progress:
             synchronize(self.device)
             progress("encode", 1, 1)
-        y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
+        y = conditioning_vector(self.model, replace(settings, frames=t)).to(self.device, self.dtype)
         guidance = TriangleFrameGuidance if settings.guidance == "triangle" else LinearFrameGuidance
         scales = guidance(settings.cfg_min, settings.cfg_max).scales(t)
         unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
-        denoise = self.frame_denoiser(clip, latent, y, t, unconditional)
+        bidirectional = end is not None and settings.keyframes == "bidirectional"
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
             h, w = latent.shape[-2:]
-            progress("sample-flops", unet_call_flops(self.model.architecture.unet, 2 if unconditional else 1, t, h, w),
-                     settings.steps)
+            per_call = unet_call_flops(self.model.architecture.unet, 2 if unconditional or bidirectional else 1, t,
+                                       h, w)
+            calls = len(starts) + (end is not None)  # the bounded window runs two denoisers
+            progress("sample-flops", per_call * calls // len(starts), settings.steps * len(starts))
         sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        latents = torch.zeros(n, *first_noise.shape[1:], device=self.device)
         with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            return sample_euler(denoise, eps_latent.to(self.device), sigmas, scales, on_step=self.steps_to(progress))
+            for k, s in enumerate(starts):
+                noise = (first_noise if k == 0 else torch.randn(first_noise.shape, generator=g)).to(self.device)
+                on_step = self.steps_to(progress, k * settings.steps, len(starts) * settings.steps)
+                shared = starts[k - 1] + t - s if k else 0
+                condition = latent if k == 0 else latents[s:s + 1] / SCALE_FACTOR  # unscaled, as encoded
+                bounded = end is not None and k == len(starts) - 1
+                denoise = self.frame_denoiser(clip, condition, y, t, unconditional or bidirectional)
+                pinned, values = list(range(shared)), [latents[s:s + shared]]
+                if bounded:
+                    denoise_end = self.frame_denoiser(clip_end, latent_end, y, t, unconditional or bidirectional)
+                    if bidirectional:
+                        latents[:] = sample_bidirectional(denoise, denoise_end, noise, sigmas, bounds[0], bounds[1],
+                                                          1.0, lambda: torch.randn(first_noise.shape, generator=g),
+                                                          on_step=on_step)
+                        break
+                    denoise = time_reversal_fusion(denoise, denoise_end, scales)
+                    pinned, values = pinned + [0, t - 1], values + [bounds[:1] if k == 0 else latents[s:s + 1],
+                                                                    bounds[1:]]
+                if pinned:
+                    denoise = pin_frames(denoise, pinned, torch.cat(values))
+                window = sample_euler(denoise, noise, sigmas, scales, on_step=on_step)
+                latents[s + shared:s + t] = window[shared:]  # the shared frames stay as the window before left them
+        return latents
 
-    @torch.no_grad()
-    def sample_between(self, start: Tensor, end: Tensor, settings: SamplingSettings, seed: int, scale: float = 1.0,
-                       progress: Progress | None = None, method: str = "bidirectional") -> Tensor:
-        """Latents (T, 4, h, w) of a clip whose first frame is `start` and last `end` ((1, 3, H, W) in [-1, 1];
-        the same image: a loop), on the device: sampling.sample_bidirectional, with `scale` its CFG++ scale for
-        every frame (the settings' per-frame guidance is not used). Noise from one CPU generator: the start's ε
-        and the initial latents as sample draws them (so a seed starts from the same noise), the end's ε, then the
-        re-noising of each step."""
-        t = settings.frames
-        g = torch.Generator("cpu").manual_seed(seed)
-        eps_start, eps_latent = self.draw_noise(seed, tuple(start.shape), t, generator=g)
-        eps_end = torch.randn(tuple(end.shape), generator=g)
-        if progress:
-            progress("encode", 0, 2)
-        clip_start, latent_start = self.encode_condition(start, eps_start, settings)
-        clip_end, latent_end = self.encode_condition(end, eps_end, settings)
-        vae = self.model.vae
-        with self.phase(vae.encoder, vae.quant_conv):  # the bounds themselves, in the sampled latents' space
-            bounds = vae.encode(torch.cat([start, end]).to(self.device, torch.float32)) * SCALE_FACTOR
-        if progress:
-            synchronize(self.device)
-            progress("encode", 2, 2)
-            h, w = latent_start.shape[-2:]
-            progress("sample-flops", 2 * unet_call_flops(self.model.architecture.unet, 2, t, h, w), settings.steps)
-        y = conditioning_vector(self.model, settings).to(self.device, self.dtype)
-        sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
-        denoise_start = self.frame_denoiser(clip_start, latent_start, y, t)
-        denoise_end = self.frame_denoiser(clip_end, latent_end, y, t)
-        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            if method == "fusion":
-                scales = LinearFrameGuidance(settings.cfg_min, settings.cfg_max).scales(t)
-                return sample_euler(time_reversal_fusion(denoise_start, denoise_end, scales),
-                                    eps_latent.to(self.device), sigmas, scales, on_step=self.steps_to(progress))
-            return sample_bidirectional(denoise_start, denoise_end, eps_latent.to(self.device), sigmas, bounds[0],
-                                        bounds[1], scale, lambda: torch.randn(eps_latent.shape, generator=g),
-                                        on_step=self.steps_to(progress))
-
-    def steps_to(self, progress: Progress | None):
+    def steps_to(self, progress: Progress | None, done: int = 0, total: int = 0):
         """The sampler's step callback reporting to progress (None without one): each step once the device has
-        finished it, and the compiling first step marked as such."""
+        finished it, and the compiling first step marked as such. done, total: steps before this sampler's first
+        and in the whole clip (windows), 0: this sampler's alone."""
         if not progress:
             return None
-        if self.compiled:
+        if self.compiled and done == 0:
             progress("compile", 0, 1)  # the first call compiles: its time is not a step's
 
         def on_step(i: int, n: int) -> None:
             synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock
-            if i == 1 and self.compiled:
+            if i == 1 and self.compiled and done == 0:
                 progress("compile", 1, 1)
-            progress("sample", i, n)
+            progress("sample", done + i, total or n)
         return on_step

@@ -96,10 +96,15 @@ def initial_latents(noise: Tensor, sigmas: Tensor) -> Tensor:
 
 def euler_step(denoise: Denoiser, x: Tensor, sigma: float, sigma_next: float, guidance: Tensor) -> Tensor:
     """One guided Euler step from σ to σ_next (SV4D's dense pass changes its conditioning between steps)."""
-    d_cond, d_uncond = denoise(x, torch.tensor(sigma))
-    scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
-    denoised = d_cond if d_uncond is None else d_uncond + scale * (d_cond - d_uncond)
+    denoised = guided(*denoise(x, torch.tensor(sigma)), guidance)
     return x + (sigma_next - sigma) * (x - denoised) / sigma
+
+
+def guided(d_cond: Tensor, d_uncond: Tensor | None, guidance: Tensor) -> Tensor:
+    """The guided estimate D_u + s_t·(D_c − D_u), per frame t; D_c where there is no unconditional one."""
+    if d_uncond is None:
+        return d_cond
+    return d_uncond + guidance.float().view(-1, 1, 1, 1).to(d_cond.device) * (d_cond - d_uncond)
 
 
 def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: Tensor, sigmas: Tensor,
@@ -139,14 +144,28 @@ def time_reversal_fusion(denoise_start: Denoiser, denoise_end: Denoiser, guidanc
     al., 2024). The start's, guided with the per-frame scales, and the end's on the time-reversed clip (its own
     guidance in its own frame order), blended with a weight falling linearly from 1 at the first frame to 0 at the
     last. Returns the fused estimate as the conditional one with no unconditional one, so sample_euler steps along
-    it as it is. Two denoiser calls per step; the bounds are not pinned (the first frame comes from the start's
-    estimate alone, the last from the end's)."""
+    it as it is. Two denoiser calls per step. The bounds are not pinned here (the first frame comes from the
+    start's estimate alone, the last from the end's); pin_frames pins them (docs/generate.md measures both)."""
     def denoise(x: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
-        scale = guidance.float().view(-1, 1, 1, 1).to(x.device)
         weight = torch.linspace(1, 0, len(x), device=x.device).view(-1, 1, 1, 1)
-        d_cond, d_uncond = denoise_start(x, sigma)
-        forward = d_uncond + scale * (d_cond - d_uncond)
-        d_cond, d_uncond = denoise_end(x.flip(0), sigma)
-        backward = (d_uncond + scale * (d_cond - d_uncond)).flip(0)
+        forward = guided(*denoise_start(x, sigma), guidance)
+        backward = guided(*denoise_end(x.flip(0), sigma), guidance).flip(0)
         return weight * forward + (1 - weight) * backward, None
     return denoise
+
+
+def pin_frames(denoise: Denoiser, frames: list[int], latents: Tensor) -> Denoiser:
+    """D with the estimates of some frames replaced by known latents, conditional and unconditional alike (so any
+    guidance leaves them as they are): the data-consistency step of inpainting along the frame axis. An Euler step
+    then moves those frames exactly as the known clip's noisy versions move, and the model sees them, at every σ,
+    as the rest of its window: the neighbours follow. frames: indices into the window; latents: (len(frames), C,
+    h, w) in the scaled latent space."""
+    def pinned(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor | None]:
+        d_cond, d_uncond = denoise(x, sigma)
+        d_cond = d_cond.clone()
+        d_cond[frames] = latents.to(d_cond)
+        if d_uncond is not None:
+            d_uncond = d_uncond.clone()
+            d_uncond[frames] = latents.to(d_uncond)
+        return d_cond, d_uncond
+    return pinned
