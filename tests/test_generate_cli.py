@@ -64,7 +64,7 @@ def test_mp4_decodes_back_with_frames_size_fps_and_metadata(setup, tmp_path):
 
 def test_gif_webp_and_png_outputs(setup, tmp_path):
     for fmt in ("gif", "webp"):
-        r = svd(setup, "--seed", "1", "--format", fmt, "--out", str(tmp_path / f"c.{fmt}"), "--loop")
+        r = svd(setup, "--seed", "1", "--format", fmt, "--out", str(tmp_path / f"c.{fmt}"), "--pingpong")
         assert r.returncode == 0, r.stderr
         with Image.open(tmp_path / f"c.{fmt}") as im:
             assert im.size == (128, 64) and im.n_frames == 2 * FRAMES - 2  # ping-pong
@@ -140,7 +140,9 @@ def test_memory_flags_run_and_are_recorded(setup, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing image", "not an image", "empty image", "size", "format", "preset",
                                   "preset key", "weights", "architecture", "frames", "truncated weights", "resize",
-                                  "weights dtype", "offload", "decode chunk", "attention slice"])
+                                  "weights dtype", "offload", "decode chunk", "attention slice",
+                                  "one frame", "unreadable end", "end with sv3d", "loop and pingpong",
+                                  "loop and end", "overlap", "keyframes", "bidirectional windows"])
 def test_bad_input_is_one_line_and_exit_code_2(setup, tmp_path, case):
     (tmp_path / "junk.png").write_text("hello")
     (tmp_path / "empty.png").write_bytes(b"")
@@ -154,7 +156,13 @@ def test_bad_input_is_one_line_and_exit_code_2(setup, tmp_path, case):
             "truncated weights": ["--weights", str(tmp_path / "cut.safetensors")], "resize": ["--resize", "zoom"],
             "weights dtype": ["--weights-dtype", "int4"], "offload": ["--offload", "disk"],
             "decode chunk": ["--decode-chunk", "lots"], "attention slice": ["--attention-slice", "-3"],
-            "not an image": [], "empty image": []}[case]
+            "not an image": [], "empty image": [], "one frame": ["--frames", "1"],
+            "unreadable end": ["--end", str(tmp_path / "junk.png")],
+            "end with sv3d": ["--preset", "sv3d-u", "--weights", str(setup / "sv3d.safetensors"), "--end",
+                              str(setup / "photo.jpg")],
+            "loop and pingpong": ["--loop", "--pingpong"], "loop and end": ["--loop", "--end", str(setup / "photo.jpg")],
+            "overlap": ["--frames", "30", "--overlap", "14"], "keyframes": ["--keyframes", "sideways", "--loop"],
+            "bidirectional windows": ["--frames", "30", "--loop", "--keyframes", "bidirectional"]}[case]
     image = {"missing image": tmp_path / "nope.png", "not an image": tmp_path / "junk.png",
              "empty image": tmp_path / "empty.png"}.get(case, setup / "photo.jpg")
     cmd = [sys.executable, "-m", "svdcli", "generate", str(image), "--weights", str(setup / "tiny.safetensors"),

@@ -26,14 +26,15 @@ def generate(
     weights_dtype: str = options.WEIGHTS_DTYPE, device: str = options.DEVICE, dtype: str = options.DTYPE,
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
     fmt: str = options.FORMAT, quality: float = options.QUALITY, loop: bool = options.LOOP,
-    interpolate: int = options.INTERPOLATE,
+    pingpong: bool = options.PINGPONG, end: Path = options.END, keyframes: str = options.KEYFRAMES,
+    overlap: int = options.OVERLAP, interpolate: int = options.INTERPOLATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = options.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
     quiet: bool = options.QUIET, lora: list[str] = options.LORA, save_latents: bool = options.SAVE_LATENTS,
 ):
     """Turn an image into a video with Stable Video Diffusion."""
-    from ..inference.generation import OptionsError, prepare_image, resolve_options
+    from ..inference.generation import OptionsError, prepare_end, prepare_image, resolve_options
     from ..media.images import ImageError
     from ..media.outputs import OutputError, output_path, refuse_kept_latents, sidecar_path, watermark_available
     from ..checkpoints.presets import PresetError
@@ -46,10 +47,12 @@ def generate(
         o, warnings = resolve_options(p, frames=frames, steps=steps, fps=fps, fps_id=fps_id, motion=motion,
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
                                       resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
-                                      watermark=watermark, quality=quality, interpolate=interpolate)
+                                      watermark=watermark, quality=quality, interpolate=interpolate, end=end,
+                                      keyframes=keyframes, overlap=overlap, pingpong=pingpong)
         engine_setup = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap,
                                               quiet, compile, lora)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine
+        end_picture = prepare_end(end, picture.size, o) if end else None
         target = output_path(out, image.stem, o.format, overwrite)
         refuse_kept_latents(target, overwrite)
         weights_path = resolve_weights(weights, p)
@@ -58,7 +61,8 @@ def generate(
     seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
         engine = options.open_engine(p, weights_path, engine_setup, progress)
-        meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents)
+        meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents,
+                           end_picture=end_picture)
     seconds = time.perf_counter() - started
     sidecar = sidecar_path(target, o.format)
     if as_json:

@@ -12,7 +12,9 @@ PRESET = typer.Option(None, help="Preset name (svd, svd-xt, svd-xt-1.1, demo, ..
                                   "demo model.")
 WEIGHTS = typer.Option(None, help="Checkpoint file, diffusers folder, or hub repo id in the local cache. "
                                   "Default: the preset's weights from the hub cache.")
-FRAMES = typer.Option(None, help="Number of frames (preset: 14 for SVD, 25 for SVD-XT).")
+FRAMES = typer.Option(None, help="Number of frames (preset: 14 for SVD, 25 for SVD-XT). More than the preset's are "
+                      "sampled in windows of the preset's length that share --overlap frames, so the motion runs "
+                      "on across the joins; memory stays that of one window.")
 STEPS = typer.Option(None, help="Denoising steps.")
 FPS = typer.Option(None, help="Playback rate of the file. The model is conditioned on fps - 1 (the reference's "
                               "convention; diffusers uses it too).")
@@ -29,7 +31,17 @@ DECODE_CHUNK = typer.Option(None, "--decode-chunk", help="Frames decoded at once
                             "retries with fewer frames, then in tiles.")
 FORMAT = typer.Option("mp4", "--format", help="mp4, gif, webp, or png (a folder of frames).")
 QUALITY = typer.Option(8.0, help="MP4 quality, 0-10.")
-LOOP = typer.Option(False, "--loop", help="Ping-pong: play forward then backward.")
+LOOP = typer.Option(False, "--loop", help="A seamless loop: the clip is sampled to return to its first frame, and "
+                    "written without the repeated frame, so it plays on repeat with no cut.")
+PINGPONG = typer.Option(False, "--pingpong", help="Play forward then backward (the clip as generated, then "
+                        "reversed).")
+END = typer.Option(None, "--end", help="Last frame: an image the clip goes to from the input image (keyframe "
+                   "in-betweening). Fitted like the input (--size, --resize), to the input's size.")
+KEYFRAMES = typer.Option(None, "--keyframes", help="How a clip with --end or --loop is sampled: fusion (default: "
+                         "the input's and the end's estimates blended over the frames, both ends held) or "
+                         "bidirectional (ViBiDSampler; one window only). docs/generate.md compares them.")
+OVERLAP = typer.Option(None, "--overlap", help="Frames shared by neighbouring windows of a clip longer than the "
+                       "preset's length (default 4; a third of windows shorter than 12).")
 INTERPOLATE = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow interpolation "
                            "(svd interpolate): 25 frames at --fps 6 with N = 4 become 97 at 24 fps. The model is "
                            "still conditioned on --fps.")

@@ -22,7 +22,8 @@ IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff",
 # Per-item settings a job file may override, with their types (CLI flag names with dashes as underscores).
 OVERRIDES = {"frames": int, "steps": int, "fps": int, "fps_id": int, "motion": int, "noise_aug": float,
              "cfg_min": float, "cfg_max": float, "size": str, "resize": str, "decode_chunk": str, "seed": int,
-             "name": str, "format": str, "loop": bool, "interpolate": int}
+             "name": str, "format": str, "loop": bool, "interpolate": int, "pingpong": bool, "keyframes": str,
+             "overlap": int}
 
 
 class BatchError(ValueError):
@@ -57,7 +58,8 @@ def _coerce(key: str, value, where: str):
 
 def read_items(source: str | Path, recursive: bool = False, globs: tuple[str, ...] = IMAGE_GLOBS) -> list[Item]:
     """A folder of images, or a job file: .txt (one image path per line), .csv (an `image` column plus any
-    settings), .jsonl (objects with `image` plus any settings). Relative paths are relative to the job file."""
+    settings), .jsonl (objects with `image` plus any settings). An `end` column names an item's end keyframe (as
+    `end` in the overrides). Relative paths are relative to the job file."""
     src = Path(source).expanduser()
     if src.is_dir():
         found = set()
@@ -93,7 +95,10 @@ def read_items(source: str | Path, recursive: bool = False, globs: tuple[str, ..
         if not image:
             raise BatchError(f"{where}: no 'image'")
         path = (base / image) if not Path(image).is_absolute() else Path(image)
+        end = row.pop("end", None)
         overrides = {k: v for k, v in ((k, _coerce(k, v, where)) for k, v in row.items()) if v is not None}
+        if end:
+            overrides["end"] = str(base / end if not Path(end).is_absolute() else Path(end))
         items.append(Item(str(image), path, overrides))
     return items
 

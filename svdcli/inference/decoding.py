@@ -178,11 +178,12 @@ class Decoded:
 
 def decode_latents(vae: VAE, latents: Tensor, device: torch.device, chunk: int = 0, overlap: int = 0,
                    tile: tuple[int, int] | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> Decoded:
+                   progress: Callable[[str, int, int], None] | None = None, most: int = 0) -> Decoded:
     """(T, 4, h, w) scaled latents -> frames in [0, 1], in bounded memory, never failing for memory alone before
     the last fallback plan: raises DecodeOutOfMemory then.
 
-    chunk: frames per window, 0 for the most that fit in free memory now (auto_chunk); overlap: frames shared by
+    chunk: frames per window, 0 for the most that fit in free memory now (auto_chunk), and no more than `most` if
+    given; overlap: frames shared by
     neighbouring windows; tile: latent tile size for sizes beyond the trained one. progress gets ("decode", done,
     frames) and, before a retry, ("decode-retry-chunk", frames per window, frames) or ("decode-retry-tiles",
     tile width, tile height) in pixels."""
@@ -190,7 +191,7 @@ def decode_latents(vae: VAE, latents: Tensor, device: torch.device, chunk: int =
     down = 2 ** (len(vae.cfg.channel_mult) - 1)
     if chunk == 0:
         th, tw = tile or (h, w)
-        chunk = auto_chunk(frames, th * down, tw * down, free_memory(device), vae.cfg.channels)
+        chunk = auto_chunk(min(frames, most or frames), th * down, tw * down, free_memory(device), vae.cfg.channels)
     plans = fallback_plans(frames, chunk, (h, w), tile)
     for retries, plan in enumerate(plans):
         if retries:  # the failed attempt's tensors are gone with its exception; hand their blocks back

@@ -26,7 +26,7 @@ from ..media.outputs import FORMATS, apply_watermark, can_watermark, latents_pat
 from ..runtime.settings import SettingsError, at_least, one_of
 from ..video.interpolate import MAX_RATIO, interpolate
 from .decoding import DecodeOutOfMemory
-from .pipeline import GenerateResult, SamplingSettings, VideoPipeline, with_input_view
+from .pipeline import KEYFRAME_METHODS, GenerateResult, SamplingSettings, VideoPipeline, with_input_view
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
@@ -51,12 +51,17 @@ class Options:
     resize: str
     decode_chunk: int  # 0: auto (the most frames that fit in free memory)
     format: str
-    loop: bool
+    loop: bool  # a generated loop: the clip is sampled back to its first frame (written without the repeat)
     watermark: bool
     quality: float
     polars_rad: tuple[float, ...] | None = None  # SV3D_p's camera, one angle per frame (svd multiview)
     azimuths_rad: tuple[float, ...] | None = None
     interpolate: int = 1  # frames out per generated frame (svd interpolate); the file plays at fps * interpolate
+    end: str | None = None  # the last frame's image (a keyframe), as given
+    keyframes: str = "fusion"  # how a clip with an end (or a loop) is sampled: pipeline.KEYFRAME_METHODS
+    window: int = 0  # frames sampled at once (the model's trained length); 0: all of them
+    overlap: int = 4  # frames a window shares with the one before
+    pingpong: bool = False  # play forward then backward
 
     def __post_init__(self):  # settings that cannot work (those outside the trained range only warn)
         try:
@@ -65,7 +70,8 @@ class Options:
             raise OptionsError(error.setting, error.detail) from None
 
     def _check(self) -> None:
-        at_least(self, ("frames", "steps", "fps"))
+        at_least(self, ("frames",), 2)
+        at_least(self, ("steps", "fps"))
         at_least(self, ("noise_aug", "motion_bucket", "decode_chunk"), 0)
         one_of("resize", self.resize, RESIZE_MODES)
         one_of("format", self.format, FORMATS)
@@ -76,12 +82,30 @@ class Options:
         for name in ("cfg_min", "cfg_max"):
             if not getattr(self, name) > 0:
                 raise SettingsError(name, f"{getattr(self, name)}: must be positive")
+        one_of("keyframes", self.keyframes, KEYFRAME_METHODS)
+        if self.loop and self.pingpong:
+            raise SettingsError("loop", "a generated loop and a ping-pong loop exclude each other: choose one")
+        if self.loop and self.end:
+            raise SettingsError("end", "a loop ends on its first frame: give an end frame or a loop, not both")
+        if self.windows:
+            if not 1 <= self.overlap < self.window:
+                raise SettingsError("overlap", f"{self.overlap}: windows of {self.window} frames share 1 to "
+                                    f"{self.window - 1} frames")
+            if self.keyframes == "bidirectional" and (self.end or self.loop):
+                raise SettingsError("keyframes", f"bidirectional samples one window ({self.window} frames): use "
+                                    "fusion for longer clips")
+
+    @property
+    def windows(self) -> bool:
+        """Whether the clip is longer than one window (sampled in overlapping windows)."""
+        return 0 < self.window < self.frames
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(frames=self.frames, steps=self.steps, fps_id=self.fps_id,
                                 motion_bucket_id=self.motion_bucket, noise_aug=self.noise_aug, cfg_min=self.cfg_min,
                                 cfg_max=self.cfg_max, guidance=self.guidance, decode_chunk=self.decode_chunk,
-                                polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad)
+                                polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad, window=self.window,
+                                overlap=self.overlap, keyframes=self.keyframes)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -98,8 +122,10 @@ def parse_size(text: str) -> tuple[int, int] | None:
 
 def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id=None, motion=None, noise_aug=None,
                     cfg_min=None, cfg_max=None, size=None, resize="crop", decode_chunk=None, fmt="mp4", loop=False,
-                    watermark=True, quality=8.0, interpolate=None) -> tuple[Options, list[str]]:
-    """Flags override preset values. Returns the options and warnings (settings outside the trained range)."""
+                    watermark=True, quality=8.0, interpolate=None, end=None, keyframes=None, overlap=None,
+                    pingpong=False) -> tuple[Options, list[str]]:
+    """Flags override preset values. Returns the options and warnings (settings outside the trained range).
+    Clips longer than the preset's frames are sampled in windows of that many (the trained length)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
     if isinstance(decode_chunk, str):
         decode_chunk = parse_decode_chunk(decode_chunk)
@@ -109,7 +135,13 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 noise_aug=pick(noise_aug, preset.noise_aug), cfg_min=pick(cfg_min, preset.cfg_min),
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
-                watermark=watermark, quality=quality, interpolate=pick(interpolate, 1))
+                watermark=watermark, quality=quality, interpolate=pick(interpolate, 1),
+                end=None if end is None else str(end), keyframes=pick(keyframes, "fusion"), window=preset.frames,
+                overlap=pick(overlap, default_overlap(preset.frames)), pingpong=pingpong)
+    if preset.architecture.startswith("sv3d") and (o.end or o.loop or o.windows):
+        what = "an end frame" if o.end else "a generated loop" if o.loop else f"more than {preset.frames} frames"
+        raise OptionsError("preset", f"{preset.name} makes orbits of {preset.frames} views, not {what}: use an "
+                           "SVD preset (an orbit can play as a ping-pong loop)")
     warnings = []
     if o.motion_bucket > 255:
         warnings.append(f"motion bucket {o.motion_bucket} is above the trained range 0-255")
@@ -119,6 +151,12 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
         warnings.append(f"{w}x{h} is not the trained size {preset.width}x{preset.height}; "
                         "results may degrade (consider raising --noise-aug)")
     return o, warnings
+
+
+def default_overlap(window: int) -> int:
+    """Frames neighbouring windows share unless set: 4 for the released models' 14 and 25 (docs/generate.md), a
+    third of shorter windows."""
+    return max(1, min(4, window // 3))
 
 
 def parse_decode_chunk(text: str) -> int:
@@ -140,6 +178,11 @@ def prepare_image(path: str | Path, options: Options, preset: Preset) -> Image.I
     return fit(im, w, h, options.resize)
 
 
+def prepare_end(path: str | Path, size: tuple[int, int], options: Options) -> Image.Image:
+    """The end keyframe, fitted to the start's fitted size (width, height) the way the start was (options.resize)."""
+    return fit(load_image(path), *size, options.resize)
+
+
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
     return to_uint8(frames.permute(0, 2, 3, 1).numpy())
@@ -152,7 +195,9 @@ def finish_frames(frames, options: Options, progress=None) -> np.ndarray:
         frames = interpolate(frames, options.fps, factor=options.interpolate, progress=progress).frames
     if options.watermark:
         frames = apply_watermark(frames)
-    return ping_pong(frames) if options.loop else frames
+    if options.loop:  # the last frame is the first again: left out, so that playing it on repeat has no stall
+        frames = frames[:-1]
+    return ping_pong(frames) if options.pingpong else frames
 
 
 def render(pipe: VideoPipeline, image: Image.Image, options: Options, seed: int,
@@ -233,12 +278,17 @@ class Engine:
         return weights_sha256(files) if files else "random"
 
     def make(self, image_path: str | Path, options: Options, seed: int, target: Path, progress=None,
-             picture: Image.Image | None = None, save_latents: bool = False) -> dict:
-        """Fit the image (unless the caller already did: picture), generate, write target (and its sidecar)
-        atomically; return the metadata. Raises ImageError/OptionsError for the item's own faults, LatentsKept when
-        decoding failed (the latents then wait beside target). save_latents: write them there in any case."""
+             picture: Image.Image | None = None, save_latents: bool = False,
+             end_picture: Image.Image | None = None) -> dict:
+        """Fit the image and the end keyframe, if any (unless the caller already did: picture, end_picture),
+        generate, write target (and its sidecar) atomically; return the metadata. Raises ImageError/OptionsError
+        for the item's own faults, LatentsKept when decoding failed (the latents then wait beside target).
+        save_latents: write them there in any case."""
         picture = picture if picture is not None else prepare_image(image_path, options, self.preset)
-        frames, meta = self.run(picture, options, seed, progress, image_path, latents_path(target), save_latents)
+        if options.end and end_picture is None:
+            end_picture = prepare_end(options.end, picture.size, options)
+        frames, meta = self.run(picture, options, seed, progress, image_path, latents_path(target), save_latents,
+                                end_picture=end_picture)
         options = options_of(meta)
         meta["frames_written"], meta["fps_written"] = len(frames), options.fps * options.interpolate
         if progress:
@@ -249,9 +299,10 @@ class Engine:
         return meta
 
     def run(self, picture: Image.Image, options: Options, seed: int, progress=None, image_path: str | Path = "",
-            keep_latents: Path | None = None, save_latents: bool = False,
-            about: dict | None = None) -> tuple[np.ndarray, dict]:
+            keep_latents: Path | None = None, save_latents: bool = False, about: dict | None = None,
+            end_picture: Image.Image | None = None) -> tuple[np.ndarray, dict]:
         """Frames (T, H, W, 3) uint8 for a fitted picture, and the run's metadata (its settings as they ran).
+        end_picture: the fitted end keyframe, where options.end names one (prepare_end).
 
         keep_latents: where the sampled latents are written if decoding runs out of memory in every plan (then
         LatentsKept is raised), and always with save_latents. Without it such a failure raises DecodeOutOfMemory.
@@ -267,11 +318,14 @@ class Engine:
                         self.pipe.model.architecture.name, **self.info, decode_tile=list(tile) if tile else None)
         meta.update(about or {})
         image = to_tensor(picture)
-        latents = self.pipe.sample(image, options.sampling(), seed, progress).cpu()
+        if options.end and (end_picture is None or end_picture.size != picture.size):
+            raise ValueError("options.end needs the end keyframe fitted to the picture's size (prepare_end)")
+        end = to_tensor(end_picture) if options.end else image if options.loop else None
+        latents = self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
         if save_latents:
             write_latents(keep_latents, latents, picture, meta)
         try:
-            decoded = self.pipe.decode(latents, options.decode_chunk, progress, tile)
+            decoded = self.pipe.decode(latents, options.decode_chunk, progress, tile, most=decode_most(options))
         except DecodeOutOfMemory as e:
             if keep_latents is None:
                 raise
@@ -382,6 +436,12 @@ def _architecture(preset: Preset):
         architecture_of(resolve_weights(None, preset))
 
 
+def decode_most(options: Options) -> int:
+    """The most frames an automatic decode takes at once: a window's, for clips sampled in windows (so that their
+    peak memory is a window's, however long the clip); 0 (no bound) otherwise."""
+    return options.window if options.windows else 0
+
+
 def decoded_metadata(meta: dict, options: Options, decoded) -> dict:
     """The run's metadata once decoded: the frames per window it came to, and any retries on the way."""
     options = dataclasses.replace(options, decode_chunk=decoded.plan.chunk)
@@ -398,7 +458,7 @@ def decode_saved(latents: torch.Tensor, picture: Image.Image, meta: dict, engine
     o = options_of(meta)
     chunk = o.decode_chunk if chunk is None else chunk
     tile = tuple(meta["decode_tile"]) if meta.get("decode_tile") else None
-    decoded = engine.pipe.decode(latents, chunk, progress, tile)
+    decoded = engine.pipe.decode(latents, chunk, progress, tile, most=decode_most(o))
     frames = finish_frames(with_input_view(meta["architecture"], decoded.frames, to_tensor(picture)), o, progress)
     meta = decoded_metadata({**meta, "decode_device": engine.info["device"],
                              "decode_overlap": engine.pipe.decode_overlap}, o, decoded)

@@ -165,14 +165,15 @@ class VideoPipeline:
 
     @torch.no_grad()
     def decode(self, latents: Tensor, chunk: int = 0, progress: Progress | None = None,
-               tile: tuple[int, int] | None = None) -> Decoded:
+               tile: tuple[int, int] | None = None, most: int = 0) -> Decoded:
         """(T, 4, h, w) scaled latents -> frames (T, 3, H, W) in [0, 1]: windows of `chunk` frames (0: as many as
-        fit) overlapping by decode_overlap frames, in latent tiles of `tile` (h, w) if given; fewer frames or smaller
-        tiles when memory runs out (decoding.decode_latents, which raises DecodeOutOfMemory at the end)."""
+        fit, up to `most` if given) overlapping by decode_overlap frames, in latent tiles of `tile` (h, w) if given;
+        fewer frames or smaller tiles when memory runs out (decoding.decode_latents, which raises DecodeOutOfMemory
+        at the end)."""
         vae = self.model.vae
         parts = [vae.decoder] + ([vae.post_quant_conv] if hasattr(vae, "post_quant_conv") else [])
         with self.phase(*parts):
-            decoded = decode_latents(vae, latents, self.device, chunk, self.decode_overlap, tile, progress)
+            decoded = decode_latents(vae, latents, self.device, chunk, self.decode_overlap, tile, progress, most)
         return decoded
 
     def frame_denoiser(self, clip: Tensor, latent: Tensor, y: Tensor, frames: int,
