@@ -106,29 +106,51 @@ def test_pinned_frames_keep_their_latents_whatever_the_guidance():
     assert torch.equal(d_cond[1:5], cond[1:5]) and torch.equal(d_uncond[1:5], uncond[1:5])
 
 
-class UnetFrames:
-    """Records how many frames each U-Net call sampled (its batch over the guidance halves)."""
+class UnetCalls:
+    """Records each U-Net call's batch (frames × guidance halves) and frames."""
 
     def __init__(self, unet):
-        self.frames = []
-        unet.register_forward_pre_hook(lambda module, args: self.frames.append(args[4]))
+        self.calls = []
+        unet.register_forward_pre_hook(lambda module, args: self.calls.append((len(args[0]), args[4])))
 
 
-def test_windows_share_frames_carry_the_first_window_and_never_sample_more_than_a_window():
+def test_sample_windows_blends_the_overlaps_and_hands_each_step_the_last_estimate():
+    from svdcli.inference.decoding import window_weights
+    from svdcli.inference.sampling import sample_windows
+
+    g = torch.Generator().manual_seed(7)
+    targets = torch.randn(2, 3, 2, 2, generator=g)
+    windows, seen = [(0, 4), (2, 6)], []
+
+    def window_denoiser(k, estimate):
+        seen.append((k, None if estimate is None else estimate.clone()))
+        return lambda x, sigma: (targets[k].expand_as(x), None)  # D: the window's target, whatever x
+
+    noise = torch.randn(6, 3, 2, 2, generator=g)
+    guidance = [torch.ones(4)] * 2
+    x = sample_windows(window_denoiser, noise, torch.tensor([3.0, 1.0, 0.0]), windows, window_weights(windows),
+                       guidance)
+    # overlap frames 2, 3: the first window's weights fall 2/3, 1/3, the second's rise 1/3, 2/3
+    expected = torch.stack([targets[0]] * 2 + [2 / 3 * targets[0] + 1 / 3 * targets[1],
+                                                1 / 3 * targets[0] + 2 / 3 * targets[1]] + [targets[1]] * 2)
+    assert torch.allclose(x, expected, atol=1e-6)  # the last step lands on the blend
+    assert [k for k, _ in seen] == [0, 1, 0, 1] and seen[0][1] is None and seen[1][1] is None
+    assert torch.allclose(seen[2][1], expected, atol=1e-6)  # the second step sees the first step's blend
+
+
+def test_windows_are_denoised_together_the_first_guided_the_others_not_and_never_more_than_a_window():
     model = tiny_model()
     pipe = VideoPipeline(model, torch.device("cpu"), torch.float32)
     image, = random_images(5, count=1)
-    calls, reports = UnetFrames(model.unet), []
+    unet, reports = UnetCalls(model.unet), []
     settings = SamplingSettings(frames=10, steps=3, window=4, overlap=2)
     latents = pipe.sample(image, settings, seed=2, progress=lambda *r: reports.append(r))
     assert latents.shape == (10, 4, 8, 8)
-    assert set(calls.frames) == {4} and len(calls.frames) == 4 * 3  # windows at 0, 2, 4, 6 (spread evenly)
-    first = pipe.sample(image, SamplingSettings(frames=4, steps=3), seed=2)
-    assert torch.equal(latents[:4], first)  # the first window is the plain clip of the seed
-    steps = [r for r in reports if r[0] == "sample"]
-    assert steps[0] == ("sample", 1, 12) and steps[-1] == ("sample", 12, 12)
-    assert not latents[4:].eq(0).all(dim=(1, 2, 3)).any()  # every frame sampled
+    # windows at 0, 2, 4, 6 (spread evenly), each step: the first with its unconditional half, the others without
+    assert unet.calls == [(8, 4), (4, 4), (4, 4), (4, 4)] * 3
+    assert [r for r in reports if r[0] == "sample"] == [("sample", i, 3) for i in (1, 2, 3)]
     assert torch.equal(latents, pipe.sample(image, settings, seed=2))
+    assert not torch.equal(latents, pipe.sample(image, settings, seed=3))
 
 
 def test_windows_end_on_the_keyframe_and_bidirectional_stays_within_one_window():

@@ -72,10 +72,6 @@ def test_frames_beyond_the_window_are_sampled_in_windows_with_progress_over_the_
     meta = json.loads((tmp_path / "long.json").read_text())
     assert (meta["settings"]["window"], meta["settings"]["overlap"]) == (WINDOW, 2)
     assert meta["decode"]["chunk"] <= WINDOW  # decoded a window at a time at most
-    first = svd(setup, "--frames", str(WINDOW), "--seed", "1", "--out", str(tmp_path / "first"))
-    assert first.returncode == 0, first.stderr
-    long, alone = frames_of(tmp_path / "long"), frames_of(tmp_path / "first")
-    assert np.abs(long[0] - alone[0]).max() <= 2  # the first window is the clip of the seed (decoded in context)
     r = svd(setup, "--frames", "10", "--end", str(setup / "end.png"), "--seed", "1", "--out", str(tmp_path / "to"))
     assert r.returncode == 0, r.stderr
     r = svd(setup, "--frames", "10", "--loop", "--seed", "1", "--out", str(tmp_path / "round"))

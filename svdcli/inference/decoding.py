@@ -48,6 +48,14 @@ def temporal_windows(frames: int, chunk: int, overlap: int) -> list[tuple[int, i
     return [(s, s + chunk) for s in starts]
 
 
+def window_weights(windows: list[tuple[int, int]]) -> list[Tensor]:
+    """Per-frame weights of each [start, end) window of temporal_windows, for blending their overlaps: rising over
+    the overlap with the window before, falling over the overlap with the next (never 0, so every frame is covered).
+    Frames outside overlaps weigh 1."""
+    return [_ramp_weights(s, e, windows[i - 1][1] if i else s, windows[i + 1][0] if i + 1 < len(windows) else e)
+            for i, (s, e) in enumerate(windows)]
+
+
 def _ramp_weights(start: int, end: int, prev_end: int, next_start: int) -> Tensor:
     """Per-frame weights of one window: rising over the overlap with the previous window, falling over the overlap
     with the next, 1 elsewhere (never 0, so every frame is covered)."""
@@ -71,6 +79,7 @@ def decode_frames(vae: VAE, latents: Tensor, device: torch.device, chunk: int, o
     z = latents / SCALE_FACTOR
     t = len(z)
     windows = temporal_windows(t, max(1, chunk), max(0, overlap))
+    weights = window_weights(windows)
     out = weight = None
     if progress:
         progress("decode", 0, t)
@@ -81,11 +90,8 @@ def decode_frames(vae: VAE, latents: Tensor, device: torch.device, chunk: int, o
         if out is None:
             out = torch.zeros(t, *frames.shape[1:])
             weight = torch.zeros(t)
-        prev_end = windows[i - 1][1] if i else s
-        next_start = windows[i + 1][0] if i + 1 < len(windows) else e
-        w = _ramp_weights(s, e, prev_end, next_start)
-        out[s:e] += frames * w.view(-1, 1, 1, 1)
-        weight[s:e] += w
+        out[s:e] += frames * weights[i].view(-1, 1, 1, 1)
+        weight[s:e] += weights[i]
         if progress:
             progress("decode", e, t)
     return out / weight.view(-1, 1, 1, 1)

@@ -21,10 +21,10 @@ from ..runtime.devices import synchronize
 from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
 from ..runtime.progress import Progress
 from ..runtime.quantize import has_stored_weights
-from .decoding import Decoded, decode_latents, temporal_windows
+from .decoding import Decoded, decode_latents, temporal_windows, window_weights
 from .flops import unet_call_flops
 from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, pin_frames,
-                       sample_bidirectional, sample_euler, time_reversal_fusion)
+                       sample_bidirectional, sample_windows, time_reversal_fusion)
 
 
 
@@ -211,28 +211,33 @@ class VideoPipeline:
         """The denoised latents (N, 4, h, w) of a clip whose first frame is `image`, on the device.
 
         One window, the reference's sampling, unless settings.window is below settings.frames: then windows of that
-        many frames, spread evenly, each sharing at least settings.overlap frames with the one before. A window shares its first frames with the one before; their estimates are
-        pinned to the latents already sampled (pin_frames), so its new frames carry the motion on. It is conditioned
-        on its own first frame's latent and on the image's CLIP embedding, which keeps the subject and its colours
-        from drifting over the windows.
+        many frames, spread evenly, each sharing at least settings.overlap frames with the next, all denoised
+        together (sampling.sample_windows). The first window is conditioned on the image; each later one on the
+        image's CLIP embedding and on the latest estimate of its own first frame, without guidance (cfg_min for all
+        its frames): guidance towards a frame that is itself generated compounds, window after window, into
+        drifting colours (docs/generate.md, "Long clips").
 
-        end: the last frame ((1, 3, H, W) in [-1, 1]; `image` itself for a loop): the last window is sampled between
-        its first frame and the end, by settings.keyframes: "fusion" (time_reversal_fusion with both bounds pinned)
-        or "bidirectional" (sample_bidirectional; one window only).
+        end: the last frame ((1, 3, H, W) in [-1, 1]; `image` itself for a loop): the last window runs between its
+        start and the end, by settings.keyframes: "fusion" (time_reversal_fusion with the end, and the image where
+        the window starts the clip, pinned) or "bidirectional" (sample_bidirectional; one window only).
 
         Noise from one CPU generator, in this order: the image's ε and the first window's noise (as the reference
-        draws them, so one window of a seed starts from the reference's noise), the end's ε, each further window's
-        noise, and the bidirectional sampler's re-noising at each step."""
+        draws them, so one window of a seed starts from the reference's noise), the end's ε, the noise of the
+        frames after the first window, and the bidirectional sampler's re-noising at each step."""
         n = settings.frames
         t = min(settings.window or n, n)
-        starts = [first for first, _ in temporal_windows(n, t, settings.overlap)]  # spread evenly, as decode's
-        if len(starts) > 1 and not 1 <= settings.overlap < t:
+        windows = temporal_windows(n, t, settings.overlap)
+        if len(windows) > 1 and not 1 <= settings.overlap < t:
             raise ValueError(f"overlap {settings.overlap}: windows must share at least one frame and fewer than {t}")
-        if end is not None and settings.keyframes == "bidirectional" and len(starts) > 1:
+        bidirectional = end is not None and settings.keyframes == "bidirectional"
+        if bidirectional and len(windows) > 1:
             raise ValueError("keyframes bidirectional samples one window: use fusion for clips longer than the window")
         g = torch.Generator("cpu").manual_seed(seed)
-        eps_image, first_noise = self.draw_noise(seed, tuple(image.shape), t, generator=g)
+        eps_image, noise = self.draw_noise(seed, tuple(image.shape), t, generator=g)  # noise: the first window's
         eps_end = torch.randn(tuple(end.shape), generator=g) if end is not None else None
+        if n > t:
+            noise = torch.cat([noise, torch.randn((n - t, *noise.shape[1:]), generator=g)])
+        noise = noise.to(self.device)
         if progress:
             progress("encode", 0, 1)
         clip, latent = self.encode_condition(image, eps_image, settings)
@@ -246,54 +251,49 @@ class VideoPipeline:
             progress("encode", 1, 1)
         y = conditioning_vector(self.model, replace(settings, frames=t)).to(self.device, self.dtype)
         guidance = TriangleFrameGuidance if settings.guidance == "triangle" else LinearFrameGuidance
-        scales = guidance(settings.cfg_min, settings.cfg_max).scales(t)
-        unconditional = not torch.all(scales == 1.0)  # with every scale 1 the guided estimate is the conditional one
-        bidirectional = end is not None and settings.keyframes == "bidirectional"
+        ramp = guidance(settings.cfg_min, settings.cfg_max).scales(t)
+        scales = [ramp] + [torch.full_like(ramp, settings.cfg_min)] * (len(windows) - 1)
+        guides = [bidirectional or not torch.all(s == 1.0) for s in scales]  # scales all 1: no unconditional pass
+        last = len(windows) - 1
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
             h, w = latent.shape[-2:]
-            per_call = unet_call_flops(self.model.architecture.unet, 2 if unconditional or bidirectional else 1, t,
-                                       h, w)
-            calls = len(starts) + (end is not None)  # the bounded window runs two denoisers
-            progress("sample-flops", per_call * calls // len(starts), settings.steps * len(starts))
+            calls = [1 + int(guide) for guide in guides] + ([1 + int(guides[0])] if end is not None else [])
+            progress("sample-flops", sum(unet_call_flops(self.model.architecture.unet, c, t, h, w) for c in calls),
+                     settings.steps)
         sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
-        latents = torch.zeros(n, *first_noise.shape[1:], device=self.device)
-        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            for k, s in enumerate(starts):
-                noise = (first_noise if k == 0 else torch.randn(first_noise.shape, generator=g)).to(self.device)
-                on_step = self.steps_to(progress, k * settings.steps, len(starts) * settings.steps)
-                shared = starts[k - 1] + t - s if k else 0
-                condition = latent if k == 0 else latents[s:s + 1] / SCALE_FACTOR  # unscaled, as encoded
-                bounded = end is not None and k == len(starts) - 1
-                denoise = self.frame_denoiser(clip, condition, y, t, unconditional or bidirectional)
-                pinned, values = list(range(shared)), [latents[s:s + shared]]
-                if bounded:
-                    denoise_end = self.frame_denoiser(clip_end, latent_end, y, t, unconditional or bidirectional)
-                    if bidirectional:
-                        latents[:] = sample_bidirectional(denoise, denoise_end, noise, sigmas, bounds[0], bounds[1],
-                                                          1.0, lambda: torch.randn(first_noise.shape, generator=g),
-                                                          on_step=on_step)
-                        break
-                    denoise = time_reversal_fusion(denoise, denoise_end, scales)
-                    pinned, values = pinned + [0, t - 1], values + [bounds[:1] if k == 0 else latents[s:s + 1],
-                                                                    bounds[1:]]
-                if pinned:
-                    denoise = pin_frames(denoise, pinned, torch.cat(values))
-                window = sample_euler(denoise, noise, sigmas, scales, on_step=on_step)
-                latents[s + shared:s + t] = window[shared:]  # the shared frames stay as the window before left them
-        return latents
+        on_step = self.steps_to(progress)
+        if bidirectional:
+            with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
+                return sample_bidirectional(self.frame_denoiser(clip, latent, y, t, True),
+                                            self.frame_denoiser(clip_end, latent_end, y, t, True), noise, sigmas,
+                                            bounds[0], bounds[1], 1.0, lambda: torch.randn(noise.shape, generator=g),
+                                            on_step=on_step)
 
-    def steps_to(self, progress: Progress | None, done: int = 0, total: int = 0):
+        def window_denoiser(k: int, estimate: Tensor | None) -> Denoiser:
+            start = windows[k][0]
+            condition = latent if k == 0 or estimate is None else estimate[start:start + 1] / SCALE_FACTOR
+            denoise = self.frame_denoiser(clip, condition, y, t, guides[k])  # the first frame's latent, unscaled
+            if end is None or k < last:
+                return denoise
+            fused = time_reversal_fusion(denoise, self.frame_denoiser(clip_end, latent_end, y, t, guides[0]),
+                                         scales[k], ramp)
+            return pin_frames(fused, [0, t - 1] if k == 0 else [t - 1], bounds if k == 0 else bounds[1:])
+
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
+            return sample_windows(window_denoiser, noise, sigmas, windows, window_weights(windows), scales,
+                                  on_step=on_step)
+
+    def steps_to(self, progress: Progress | None):
         """The sampler's step callback reporting to progress (None without one): each step once the device has
-        finished it, and the compiling first step marked as such. done, total: steps before this sampler's first
-        and in the whole clip (windows), 0: this sampler's alone."""
+        finished it, and the compiling first step marked as such."""
         if not progress:
             return None
-        if self.compiled and done == 0:
+        if self.compiled:
             progress("compile", 0, 1)  # the first call compiles: its time is not a step's
 
         def on_step(i: int, n: int) -> None:
             synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock
-            if i == 1 and self.compiled and done == 0:
+            if i == 1 and self.compiled:
                 progress("compile", 1, 1)
-            progress("sample", done + i, total or n)
+            progress("sample", i, n)
         return on_step

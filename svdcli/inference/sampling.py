@@ -107,6 +107,38 @@ def guided(d_cond: Tensor, d_uncond: Tensor | None, guidance: Tensor) -> Tensor:
     return d_uncond + guidance.float().view(-1, 1, 1, 1).to(d_cond.device) * (d_cond - d_uncond)
 
 
+WindowDenoiser = Callable[[int, Tensor | None], Denoiser]  # (window, the clip's last estimate or None) -> D
+
+
+def sample_windows(window_denoiser: WindowDenoiser, noise: Tensor, sigmas: Tensor, windows: list[tuple[int, int]],
+                   weights: list[Tensor], guidance: list[Tensor], on_step: StepCallback | None = None) -> Tensor:
+    """A clip longer than the model's window: all windows denoised together (MultiDiffusion along time). At every
+    step each [start, end) window gets its guided estimate (with its own per-frame guidance), the estimates are
+    blended over the overlaps with `weights` (decoding.window_weights: ramps, normalised here), and one Euler step
+    moves the whole clip along the blend. Overlapping frames have one value for all windows at every σ, so the
+    joins are as continuous as the inside of a window.
+
+    window_denoiser(k, estimate) gives window k's D for this step; estimate is the blended clip estimate of the step
+    before (None at the first step), from which a window may take its conditioning. One window covering the clip
+    is sample_euler exactly. noise: (N, C, h, w) standard normal."""
+    x = initial_latents(noise, sigmas)
+    total = torch.zeros(len(x))
+    for (start, end), w in zip(windows, weights):
+        total[start:end] += w
+    n, estimate = len(sigmas) - 1, None
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        blend = torch.zeros_like(x)
+        for k, (start, end) in enumerate(windows):
+            d = guided(*window_denoiser(k, estimate)(x[start:end], torch.tensor(sigma)), guidance[k])
+            blend[start:end] += (weights[k] / total[start:end]).view(-1, 1, 1, 1).to(d) * d
+        estimate = blend
+        x = x + (sigma_next - sigma) * (x - estimate) / sigma
+        if on_step:
+            on_step(i + 1, n)
+    return x
+
+
 def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: Tensor, sigmas: Tensor,
                          start_latent: Tensor, end_latent: Tensor, scale: float, renoise: Callable[[], Tensor],
                          on_step: StepCallback | None = None) -> Tensor:
@@ -139,27 +171,28 @@ def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: 
     return x
 
 
-def time_reversal_fusion(denoise_start: Denoiser, denoise_end: Denoiser, guidance: Tensor) -> Denoiser:
+def time_reversal_fusion(denoise_start: Denoiser, denoise_end: Denoiser, guidance: Tensor,
+                         guidance_end: Tensor | None = None) -> Denoiser:
     """A clip between two keyframes by fusing two denoised estimates at every step: Time Reversal Fusion (Feng et
     al., 2024). The start's, guided with the per-frame scales, and the end's on the time-reversed clip (its own
     guidance in its own frame order), blended with a weight falling linearly from 1 at the first frame to 0 at the
     last. Returns the fused estimate as the conditional one with no unconditional one, so sample_euler steps along
     it as it is. Two denoiser calls per step. The bounds are not pinned here (the first frame comes from the
-    start's estimate alone, the last from the end's); pin_frames pins them (docs/generate.md measures both)."""
+    start's estimate alone, the last from the end's); pin_frames pins them (docs/generate.md measures both).
+    guidance_end: the end's scales, in its own frame order (default: guidance)."""
     def denoise(x: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
         weight = torch.linspace(1, 0, len(x), device=x.device).view(-1, 1, 1, 1)
         forward = guided(*denoise_start(x, sigma), guidance)
-        backward = guided(*denoise_end(x.flip(0), sigma), guidance).flip(0)
-        return weight * forward + (1 - weight) * backward, None
+        backward = guided(*denoise_end(x.flip(0), sigma), guidance if guidance_end is None else guidance_end)
+        return weight * forward + (1 - weight) * backward.flip(0), None
     return denoise
 
 
 def pin_frames(denoise: Denoiser, frames: list[int], latents: Tensor) -> Denoiser:
     """D with the estimates of some frames replaced by known latents, conditional and unconditional alike (so any
     guidance leaves them as they are): the data-consistency step of inpainting along the frame axis. An Euler step
-    then moves those frames exactly as the known clip's noisy versions move, and the model sees them, at every σ,
-    as the rest of its window: the neighbours follow. frames: indices into the window; latents: (len(frames), C,
-    h, w) in the scaled latent space."""
+    then moves those frames as the known clip's noisy versions move, and at σ = 0 they are the known latents.
+    frames: indices into the clip; latents: (len(frames), C, h, w) in the scaled latent space."""
     def pinned(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor | None]:
         d_cond, d_uncond = denoise(x, sigma)
         d_cond = d_cond.clone()
