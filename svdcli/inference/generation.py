@@ -84,9 +84,10 @@ class Options:
                 raise SettingsError(name, f"{getattr(self, name)}: must be positive")
         one_of("keyframes", self.keyframes, KEYFRAME_METHODS)
         if self.loop and self.pingpong:
-            raise SettingsError("loop", "a generated loop and a ping-pong loop exclude each other: choose one")
+            raise SettingsError("loop", "(a generated loop) and pingpong (forward then backward) exclude each other: "
+                                "choose one")
         if self.loop and self.end:
-            raise SettingsError("end", "a loop ends on its first frame: give an end frame or a loop, not both")
+            raise SettingsError("end", "and loop exclude each other (a loop ends on its first frame): give one")
         if self.windows:
             if not 1 <= self.overlap < self.window:
                 raise SettingsError("overlap", f"{self.overlap}: windows of {self.window} frames share 1 to "
