@@ -211,7 +211,7 @@ def test_generate_interpolate_writes_the_smooth_clip_and_records_it(tmp_path):
             "--seed", "1", "--fps", "8"]
     r = subprocess.run(base + ["--interpolate", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--interpolate" in r.stderr
-    r = subprocess.run(base + ["--interpolate", "3", "--loop", "--format", "png", "--out", str(tmp_path / "o"),
+    r = subprocess.run(base + ["--interpolate", "3", "--pingpong", "--format", "png", "--out", str(tmp_path / "o"),
                                "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (json.loads(r.stdout)["frames"], json.loads(r.stdout)["fps"]) == (18, 24)  # (4 - 1)·3 + 1, ping-pong
@@ -219,6 +219,10 @@ def test_generate_interpolate_writes_the_smooth_clip_and_records_it(tmp_path):
     assert len(frames) == 18 and np.array_equal(frames[1:9], frames[:9:-1])  # forward, then back
     meta = json.loads((tmp_path / "o.json").read_text())
     assert meta["settings"]["interpolate"] == 3 and meta["settings"]["fps"] == 8 and meta["fps_written"] == 24
+    r = subprocess.run(base + ["--interpolate", "3", "--loop", "--format", "png", "--out", str(tmp_path / "l"),
+                               "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["frames"] == 9  # a generated loop: (4 - 1)·3, the repeated first frame left out
 
 
 def test_batch_interpolates_with_a_per_item_factor(tmp_path):

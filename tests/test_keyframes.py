@@ -114,9 +114,9 @@ class UnetCalls:
         unet.register_forward_pre_hook(lambda module, args: self.calls.append((len(args[0]), args[4])))
 
 
-def test_sample_windows_blends_the_overlaps_and_hands_each_step_the_last_estimate():
+def test_windows_are_blended_over_the_overlaps_and_each_call_sees_the_last_estimate():
     from svdcli.inference.decoding import window_weights
-    from svdcli.inference.sampling import sample_windows
+    from svdcli.inference.sampling import sample_euler, windowed
 
     g = torch.Generator().manual_seed(7)
     targets = torch.randn(2, 3, 2, 2, generator=g)
@@ -128,8 +128,8 @@ def test_sample_windows_blends_the_overlaps_and_hands_each_step_the_last_estimat
 
     noise = torch.randn(6, 3, 2, 2, generator=g)
     guidance = [torch.ones(4)] * 2
-    x = sample_windows(window_denoiser, noise, torch.tensor([3.0, 1.0, 0.0]), windows, window_weights(windows),
-                       guidance)
+    x = sample_euler(windowed(window_denoiser, windows, window_weights(windows), guidance), noise,
+                     torch.tensor([3.0, 1.0, 0.0]), torch.ones(6))
     # overlap frames 2, 3: the first window's weights fall 2/3, 1/3, the second's rise 1/3, 2/3
     expected = torch.stack([targets[0]] * 2 + [2 / 3 * targets[0] + 1 / 3 * targets[1],
                                                 1 / 3 * targets[0] + 2 / 3 * targets[1]] + [targets[1]] * 2)

@@ -27,7 +27,8 @@ def generate(
     out: str = typer.Option(None, help="Output file or folder. Default: a numbered name in the current folder."),
     fmt: str = options.FORMAT, quality: float = options.QUALITY, loop: bool = options.LOOP,
     pingpong: bool = options.PINGPONG, end: Path = options.END, keyframes: str = options.KEYFRAMES,
-    overlap: int = options.OVERLAP, interpolate: int = options.INTERPOLATE,
+    overlap: int = options.OVERLAP, sampler: str = options.SAMPLER, schedule: str = options.SCHEDULE,
+    interpolate: int = options.INTERPOLATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     no_watermark: bool = options.NO_WATERMARK,
     as_json: bool = typer.Option(False, "--json", help="Print one machine-readable result line on stdout."),
@@ -48,7 +49,8 @@ def generate(
                                       noise_aug=noise_aug, cfg_min=cfg_min, cfg_max=cfg_max, size=size,
                                       resize=resize, decode_chunk=decode_chunk, fmt=fmt, loop=loop,
                                       watermark=watermark, quality=quality, interpolate=interpolate, end=end,
-                                      keyframes=keyframes, overlap=overlap, pingpong=pingpong)
+                                      keyframes=keyframes, overlap=overlap, pingpong=pingpong, sampler=sampler,
+                                      schedule=schedule)
         engine_setup = options.engine_settings(device, dtype, offload, weights_dtype, attention_slice, decode_overlap,
                                               quiet, compile, lora)
         picture = prepare_image(image, o, p)  # checked before the weights are loaded, then given to the engine

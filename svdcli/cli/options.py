@@ -40,6 +40,11 @@ END = typer.Option(None, "--end", help="Last frame: an image the clip goes to fr
 KEYFRAMES = typer.Option(None, "--keyframes", help="How a clip with --end or --loop is sampled: fusion (default: "
                          "the input's and the end's estimates blended over the frames, both ends held) or "
                          "bidirectional (ViBiDSampler; one window only). docs/generate.md compares them.")
+SAMPLER = typer.Option(None, "--sampler", help="euler (the reference's, default), euler-a (Euler ancestral), heun "
+                       "(2 U-Net passes a step), dpmpp-2m, dpmpp-2m-sde (DPM++ 2M and its SDE). Stochastic ones draw "
+                       "from the seed too.")
+SCHEDULE = typer.Option(None, "--schedule", help="The noise levels of the steps: karras (the reference's, "
+                        "default) or exponential (evenly spaced in log sigma).")
 OVERLAP = typer.Option(None, "--overlap", help="Frames shared by neighbouring windows of a clip longer than the "
                        "preset's length (default 4; a third of windows shorter than 12).")
 INTERPOLATE = typer.Option(None, "--interpolate", help="Raise the frame rate N times by optical-flow interpolation "

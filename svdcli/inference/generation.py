@@ -27,6 +27,7 @@ from ..runtime.settings import SettingsError, at_least, one_of
 from ..video.interpolate import MAX_RATIO, interpolate
 from .decoding import DecodeOutOfMemory
 from .pipeline import KEYFRAME_METHODS, GenerateResult, SamplingSettings, VideoPipeline, with_input_view
+from .sampling import SAMPLERS, SCHEDULES
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
@@ -62,6 +63,8 @@ class Options:
     window: int = 0  # frames sampled at once (the model's trained length); 0: all of them
     overlap: int = 4  # frames a window shares with the one before
     pingpong: bool = False  # play forward then backward
+    sampler: str = "euler"  # sampling.SAMPLERS
+    schedule: str = "karras"  # sampling.SCHEDULES
 
     def __post_init__(self):  # settings that cannot work (those outside the trained range only warn)
         try:
@@ -83,6 +86,10 @@ class Options:
             if not getattr(self, name) > 0:
                 raise SettingsError(name, f"{getattr(self, name)}: must be positive")
         one_of("keyframes", self.keyframes, KEYFRAME_METHODS)
+        one_of("sampler", self.sampler, SAMPLERS)
+        one_of("schedule", self.schedule, SCHEDULES)
+        if self.keyframes == "bidirectional" and (self.end or self.loop) and self.sampler != "euler":
+            raise SettingsError("sampler", f"{self.sampler}: keyframes bidirectional has its own sampler (euler)")
         if self.loop and self.pingpong:
             raise SettingsError("loop", "(a generated loop) and pingpong (forward then backward) exclude each other: "
                                 "choose one")
@@ -106,7 +113,8 @@ class Options:
                                 motion_bucket_id=self.motion_bucket, noise_aug=self.noise_aug, cfg_min=self.cfg_min,
                                 cfg_max=self.cfg_max, guidance=self.guidance, decode_chunk=self.decode_chunk,
                                 polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad, window=self.window,
-                                overlap=self.overlap, keyframes=self.keyframes)
+                                overlap=self.overlap, keyframes=self.keyframes, sampler=self.sampler,
+                                schedule=self.schedule)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -124,7 +132,7 @@ def parse_size(text: str) -> tuple[int, int] | None:
 def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id=None, motion=None, noise_aug=None,
                     cfg_min=None, cfg_max=None, size=None, resize="crop", decode_chunk=None, fmt="mp4", loop=False,
                     watermark=True, quality=8.0, interpolate=None, end=None, keyframes=None, overlap=None,
-                    pingpong=False) -> tuple[Options, list[str]]:
+                    pingpong=False, sampler=None, schedule=None) -> tuple[Options, list[str]]:
     """Flags override preset values. Returns the options and warnings (settings outside the trained range).
     Clips longer than the preset's frames are sampled in windows of that many (the trained length)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
@@ -138,7 +146,8 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
                 watermark=watermark, quality=quality, interpolate=pick(interpolate, 1),
                 end=None if end is None else str(end), keyframes=pick(keyframes, "fusion"), window=preset.frames,
-                overlap=pick(overlap, default_overlap(preset.frames)), pingpong=pingpong)
+                overlap=pick(overlap, default_overlap(preset.frames)), pingpong=pingpong,
+                sampler=pick(sampler, "euler"), schedule=pick(schedule, "karras"))
     if preset.architecture.startswith("sv3d") and (o.end or o.loop or o.windows):
         what = "an end frame" if o.end else "a generated loop" if o.loop else f"more than {preset.frames} frames"
         raise OptionsError("preset", f"{preset.name} makes orbits of {preset.frames} views, not {what}: use an "

@@ -23,8 +23,8 @@ from ..runtime.progress import Progress
 from ..runtime.quantize import has_stored_weights
 from .decoding import Decoded, decode_latents, temporal_windows, window_weights
 from .flops import unet_call_flops
-from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, edm_sigmas, pin_frames,
-                       sample_bidirectional, sample_windows, time_reversal_fusion)
+from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, denoiser_calls, pin_frames,
+                       sigma_schedule, sample_bidirectional, sample_with, time_reversal_fusion, windowed)
 
 
 
@@ -50,6 +50,8 @@ class SamplingSettings:
     window: int = 0  # frames sampled at once; 0: all of them (one window)
     overlap: int = 4  # frames a window shares with the one before
     keyframes: str = "fusion"  # how a clip with an end frame is sampled: fusion or bidirectional
+    sampler: str = "euler"  # sampling.SAMPLERS
+    schedule: str = "karras"  # sampling.SCHEDULES
 
 
 KEYFRAME_METHODS = ("fusion", "bidirectional")
@@ -212,7 +214,7 @@ class VideoPipeline:
 
         One window, the reference's sampling, unless settings.window is below settings.frames: then windows of that
         many frames, spread evenly, each sharing at least settings.overlap frames with the next, all denoised
-        together (sampling.sample_windows). The first window is conditioned on the image; each later one on the
+        together (sampling.windowed). The first window is conditioned on the image; each later one on the
         image's CLIP embedding and on the latest estimate of its own first frame, without guidance (cfg_min for all
         its frames): guidance towards a frame that is itself generated compounds, window after window, into
         drifting colours (docs/generate.md, "Long clips").
@@ -223,7 +225,8 @@ class VideoPipeline:
 
         Noise from one CPU generator, in this order: the image's ε and the first window's noise (as the reference
         draws them, so one window of a seed starts from the reference's noise), the end's ε, the noise of the
-        frames after the first window, and the bidirectional sampler's re-noising at each step."""
+        frames after the first window, and the stochastic samplers' fresh noise at each step (settings.sampler:
+        sampling.SAMPLERS; the bidirectional sampler's re-noising)."""
         n = settings.frames
         t = min(settings.window or n, n)
         windows = temporal_windows(n, t, settings.overlap)
@@ -232,6 +235,8 @@ class VideoPipeline:
         bidirectional = end is not None and settings.keyframes == "bidirectional"
         if bidirectional and len(windows) > 1:
             raise ValueError("keyframes bidirectional samples one window: use fusion for clips longer than the window")
+        if bidirectional and settings.sampler != "euler":
+            raise ValueError("keyframes bidirectional has its own sampler: use sampler euler with it")
         g = torch.Generator("cpu").manual_seed(seed)
         eps_image, noise = self.draw_noise(seed, tuple(image.shape), t, generator=g)  # noise: the first window's
         eps_end = torch.randn(tuple(end.shape), generator=g) if end is not None else None
@@ -258,9 +263,10 @@ class VideoPipeline:
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
             h, w = latent.shape[-2:]
             calls = [1 + int(guide) for guide in guides] + ([1 + int(guides[0])] if end is not None else [])
-            progress("sample-flops", sum(unet_call_flops(self.model.architecture.unet, c, t, h, w) for c in calls),
+            step = sum(unet_call_flops(self.model.architecture.unet, c, t, h, w) for c in calls)
+            progress("sample-flops", step * denoiser_calls(settings.sampler, settings.steps) // settings.steps,
                      settings.steps)
-        sigmas = edm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        sigmas = sigma_schedule(settings.schedule, settings.steps, settings.sigma_min, settings.sigma_max)
         on_step = self.steps_to(progress)
         if bidirectional:
             with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
@@ -279,9 +285,10 @@ class VideoPipeline:
                                          scales[k], ramp)
             return pin_frames(fused, [0, t - 1] if k == 0 else [t - 1], bounds if k == 0 else bounds[1:])
 
-        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-            return sample_windows(window_denoiser, noise, sigmas, windows, window_weights(windows), scales,
-                                  on_step=on_step)
+        denoise = windowed(window_denoiser, windows, window_weights(windows), scales)
+        with self.phase(self.model.unet) if self.offload == "model" else nullcontext():  # guidance is in denoise
+            return sample_with(settings.sampler, denoise, noise, sigmas, torch.ones(n),
+                               lambda: torch.randn(noise.shape, generator=g), on_step)
 
     def steps_to(self, progress: Progress | None):
         """The sampler's step callback reporting to progress (None without one): each step once the device has

@@ -18,6 +18,20 @@ def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0, r
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+SCHEDULES = ("karras", "exponential")
+
+
+def sigma_schedule(schedule: str, steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0) -> Tensor:
+    """The σ grid of a schedule, then a final 0: "karras" (edm_sigmas, the reference's) or "exponential" (σ evenly
+    spaced in log σ, as k-diffusion's and diffusers' exponential schedules)."""
+    if schedule == "karras":
+        return edm_sigmas(steps, sigma_min, sigma_max)
+    if schedule == "exponential":
+        sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp()
+        return torch.cat([sigmas, sigmas.new_zeros(1)])
+    raise ValueError(f"schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+
+
 @dataclass(frozen=True)
 class Scalings:
     """v-parameterisation with σ_data = 1: D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise)."""
@@ -110,33 +124,124 @@ def guided(d_cond: Tensor, d_uncond: Tensor | None, guidance: Tensor) -> Tensor:
 WindowDenoiser = Callable[[int, Tensor | None], Denoiser]  # (window, the clip's last estimate or None) -> D
 
 
-def sample_windows(window_denoiser: WindowDenoiser, noise: Tensor, sigmas: Tensor, windows: list[tuple[int, int]],
-                   weights: list[Tensor], guidance: list[Tensor], on_step: StepCallback | None = None) -> Tensor:
-    """A clip longer than the model's window: all windows denoised together (MultiDiffusion along time). At every
-    step each [start, end) window gets its guided estimate (with its own per-frame guidance), the estimates are
-    blended over the overlaps with `weights` (decoding.window_weights: ramps, normalised here), and one Euler step
-    moves the whole clip along the blend. Overlapping frames have one value for all windows at every σ, so the
-    joins are as continuous as the inside of a window.
+def windowed(window_denoiser: WindowDenoiser, windows: list[tuple[int, int]], weights: list[Tensor],
+             guidance: list[Tensor]) -> Denoiser:
+    """D of a clip longer than the model's window, for any sampler: all windows denoised together (MultiDiffusion
+    along time). Each [start, end) window gives its guided estimate (with its own per-frame guidance), and the
+    estimates are blended over the overlaps with `weights` (decoding.window_weights: ramps, normalised here), so that
+    overlapping frames have one value for every window at every σ and the joins are as continuous as the inside of
+    a window. Returns the blend as the conditional estimate with no unconditional one.
 
-    window_denoiser(k, estimate) gives window k's D for this step; estimate is the blended clip estimate of the step
-    before (None at the first step), from which a window may take its conditioning. One window covering the clip
-    is sample_euler exactly. noise: (N, C, h, w) standard normal."""
-    x = initial_latents(noise, sigmas)
-    total = torch.zeros(len(x))
+    window_denoiser(k, estimate) gives window k's D for a call; estimate is the blend of the call before (None at the
+    first), from which a window may take its conditioning. One window covering the clip is its guided D exactly."""
+    total = torch.zeros(max(end for _, end in windows))
     for (start, end), w in zip(windows, weights):
         total[start:end] += w
-    n, estimate = len(sigmas) - 1, None
-    for i in range(n):
-        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+    last = None
+
+    def denoise(x: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+        nonlocal last
         blend = torch.zeros_like(x)
         for k, (start, end) in enumerate(windows):
-            d = guided(*window_denoiser(k, estimate)(x[start:end], torch.tensor(sigma)), guidance[k])
+            d = guided(*window_denoiser(k, last)(x[start:end], sigma), guidance[k])
             blend[start:end] += (weights[k] / total[start:end]).view(-1, 1, 1, 1).to(d) * d
-        estimate = blend
-        x = x + (sigma_next - sigma) * (x - estimate) / sigma
+        last = blend
+        return blend, None
+    return denoise
+
+
+Noise = Callable[[], Tensor]  # fresh standard normal noise of the clip's shape, from the run's CPU generator
+
+
+def sample_euler_ancestral(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor, renoise: Noise,
+                           on_step: StepCallback | None = None) -> Tensor:
+    """Euler ancestral (η = 1): each step goes down to σ_down along the estimate's direction, then adds fresh noise
+    of σ_up, where σ_up² + σ_down² = σ_next² and σ_up = σ_next·√(1 − σ_next²/σ²). The last step (to 0) adds none."""
+    x = initial_latents(noise, sigmas)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        denoised = guided(*denoise(x, torch.tensor(sigma)), guidance)
+        sigma_up = min(sigma_next, (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
+        sigma_down = (sigma_next ** 2 - sigma_up ** 2) ** 0.5
+        x = x + (sigma_down - sigma) * (x - denoised) / sigma
+        if sigma_up > 0:
+            x = x + sigma_up * renoise().to(x)
         if on_step:
             on_step(i + 1, n)
     return x
+
+
+def sample_heun(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor,
+                on_step: StepCallback | None = None) -> Tensor:
+    """Heun's second-order method (EDM's deterministic sampler): an Euler step, then the slope at its end averaged
+    with the slope at its start; the last step (to 0) is Euler's. 2·steps − 1 denoiser calls."""
+    x = initial_latents(noise, sigmas)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        slope = (x - guided(*denoise(x, torch.tensor(sigma)), guidance)) / sigma
+        euler = x + (sigma_next - sigma) * slope
+        if sigma_next == 0:
+            x = euler
+        else:
+            slope_next = (euler - guided(*denoise(euler, torch.tensor(sigma_next)), guidance)) / sigma_next
+            x = x + (sigma_next - sigma) * (slope + slope_next) / 2
+        if on_step:
+            on_step(i + 1, n)
+    return x
+
+
+def sample_dpmpp_2m(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor,
+                    renoise: Noise | None = None, on_step: StepCallback | None = None) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al., 2022), multistep, data prediction, midpoint form; with renoise, its SDE variant
+    (DPM-Solver++(2M) SDE). In λ = −log σ, a step of h = λ_next − λ uses the estimate D and the previous step's D'
+    (r = h'/h): D̂ = D + (D − D')/(2r) from the second step on, D alone on the first and on the last (to σ = 0, where
+    the result is D). ODE: x ← (σ_next/σ)·x + (1 − e^(−h))·D̂. SDE: x ← (σ_next/σ)·e^(−h)·x + (1 − e^(−2h))·D̂ +
+    σ_next·√(1 − e^(−2h))·ε."""
+    x = initial_latents(noise, sigmas)
+    n = len(sigmas) - 1
+    previous = previous_h = None
+    for i in range(n):
+        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
+        denoised = guided(*denoise(x, torch.tensor(sigma)), guidance)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = math.log(sigma) - math.log(sigma_next)
+            estimate = denoised if previous is None else denoised + (denoised - previous) * h / (2 * previous_h)
+            if renoise is None:
+                x = (sigma_next / sigma) * x + (1 - math.exp(-h)) * estimate
+            else:
+                x = ((sigma_next / sigma) * math.exp(-h) * x + (1 - math.exp(-2 * h)) * estimate
+                     + sigma_next * math.sqrt(1 - math.exp(-2 * h)) * renoise().to(x))
+            previous, previous_h = denoised, h
+        if on_step:
+            on_step(i + 1, n)
+    return x
+
+
+SAMPLERS = ("euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-sde")
+
+
+def sample_with(sampler: str, denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor, renoise: Noise,
+                on_step: StepCallback | None = None) -> Tensor:
+    """Run the named sampler (SAMPLERS); renoise feeds the stochastic ones (euler-a, dpmpp-2m-sde)."""
+    if sampler == "euler":
+        return sample_euler(denoise, noise, sigmas, guidance, on_step)
+    if sampler == "euler-a":
+        return sample_euler_ancestral(denoise, noise, sigmas, guidance, renoise, on_step)
+    if sampler == "heun":
+        return sample_heun(denoise, noise, sigmas, guidance, on_step)
+    if sampler in ("dpmpp-2m", "dpmpp-2m-sde"):
+        return sample_dpmpp_2m(denoise, noise, sigmas, guidance, renoise if sampler.endswith("sde") else None,
+                               on_step)
+    raise ValueError(f"sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def denoiser_calls(sampler: str, steps: int) -> int:
+    """Denoiser calls of a run of `steps` steps: Heun's 2 per step but the last, 1 for the others."""
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: Tensor, sigmas: Tensor,
