@@ -148,6 +148,7 @@ def test_windows_are_denoised_together_the_first_guided_the_others_not_and_never
     assert latents.shape == (10, 4, 8, 8)
     # windows at 0, 2, 4, 6 (spread evenly), each step: the first with its unconditional half, the others without
     assert unet.calls == [(8, 4), (4, 4), (4, 4), (4, 4)] * 3
+    assert pipe.unet_calls == 5 * 3  # U-Net evaluations, guidance halves apart: what --json reports
     assert [r for r in reports if r[0] == "sample"] == [("sample", i, 3) for i in (1, 2, 3)]
     assert torch.equal(latents, pipe.sample(image, settings, seed=2))
     assert not torch.equal(latents, pipe.sample(image, settings, seed=3))

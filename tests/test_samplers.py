@@ -173,6 +173,17 @@ def test_svd_generate_records_the_sampler_and_schedule_and_refuses_an_unknown_sa
     assert r.returncode == 0, r.stderr
     settings = json.loads((tmp_path / "a.json").read_text())["settings"]
     assert (settings["sampler"], settings["schedule"]) == ("dpmpp-2m-sde", "exponential")
+    r = subprocess.run([*base, "--sampler", "heun", "--json", "--out", str(tmp_path / "h.gif")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    from svdcli.inference.flops import unet_call_flops
+
+    from .conftest import tiny_architecture
+
+    result, call = json.loads(r.stdout), unet_call_flops(tiny_architecture("svd").unet, 2, 2, 8, 8)
+    assert (result["unet_calls"], result["flops"]) == (2 * 3, 3 * call)  # Heun, 2 steps: 3 guided calls of 2 halves
+    meta = json.loads((tmp_path / "h.json").read_text())
+    assert (meta["unet_calls"], meta["flops"]) == (6, 3 * call)
     r = subprocess.run([*base, "--sampler", "plms", "--out", str(tmp_path / "b.gif")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == ("svd: error: --sampler plms: choose one of euler, euler-a, "
                                                       "heun, dpmpp-2m, dpmpp-2m-sde")

@@ -71,7 +71,8 @@ def generate(
         sys.stdout.write(json.dumps({"output": str(target), "metadata": str(sidecar), "seed": seed,
                                      "frames": meta["frames_written"], "width": meta["width"],
                                      "height": meta["height"], "fps": meta["fps_written"],
-                                     "seconds": round(seconds, 2)}) + "\n")
+                                     "seconds": round(seconds, 2), "unet_calls": meta["unet_calls"],
+                                     "flops": meta["flops"]}) + "\n")
     else:
         note(f"wrote {target} ({meta['frames_written']} frames, {meta['width']}x{meta['height']}, "
              f"{meta['fps_written']} fps, {seconds:.1f} s)", quiet)

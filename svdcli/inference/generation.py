@@ -332,6 +332,7 @@ class Engine:
             raise ValueError("options.end needs the end keyframe fitted to the picture's size (prepare_end)")
         end = to_tensor(end_picture) if options.end else image if options.loop else None
         latents = self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
+        meta["unet_calls"], meta["flops"] = self.pipe.unet_calls, self.pipe.unet_flops
         if save_latents:
             write_latents(keep_latents, latents, picture, meta)
         try:

@@ -116,6 +116,8 @@ class VideoPipeline:
                              "block); use offload model with compile, or sequential without it")
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
         self.decode_overlap, self.compiled = decode_overlap, compile
+        # the last clip's work: U-Net evaluations (guidance halves counted apart) and their counted FLOPs
+        self.unet_calls, self.unet_flops, self.call_flops = 0, 0, {}
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
         for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
@@ -196,9 +198,18 @@ class VideoPipeline:
             net_in = torch.cat([xin.repeat(n, 1, 1, 1), cat], dim=1)
             c_noise = sc.c_noise.expand(n * t).to(self.device)
             out = unet(net_in, c_noise, ctx, y.repeat(n, 1), t).float()
+            self.count_call(n, t, *x.shape[-2:])
             d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
             return (d[t:], d[:t]) if unconditional else (d, None)
         return denoise
+
+    def count_call(self, halves: int, frames: int, height: int, width: int) -> None:
+        """Add one U-Net forward over `halves` clips of `frames` latent frames to the clip's work."""
+        key = (halves, frames, height, width)
+        if key not in self.call_flops:  # counted once per shape on the meta device
+            self.call_flops[key] = unet_call_flops(self.model.architecture.unet, halves, frames, height, width)
+        self.unet_calls += halves
+        self.unet_flops += self.call_flops[key]
 
     @torch.no_grad()
     def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
@@ -230,6 +241,7 @@ class VideoPipeline:
         n = settings.frames
         t = min(settings.window or n, n)
         windows = temporal_windows(n, t, settings.overlap)
+        self.unet_calls = self.unet_flops = 0
         if len(windows) > 1 and not 1 <= settings.overlap < t:
             raise ValueError(f"overlap {settings.overlap}: windows must share at least one frame and fewer than {t}")
         bidirectional = end is not None and settings.keyframes == "bidirectional"
