@@ -64,8 +64,7 @@ def batch(
     flags = {"frames": frames, "steps": steps, "fps": fps, "fps_id": fps_id, "motion": motion, "noise_aug": noise_aug,
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
              "fmt": fmt, "loop": loop, "quality": quality, "interpolate": interpolate, "pingpong": pingpong,
-             "keyframes": keyframes, "overlap": overlap, "sampler": sampler,
-             "schedule": schedule}
+             "keyframes": keyframes, "overlap": overlap, "sampler": sampler, "schedule": schedule}
     try:
         p = options.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()

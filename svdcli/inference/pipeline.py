@@ -117,7 +117,7 @@ class VideoPipeline:
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
         self.decode_overlap, self.compiled = decode_overlap, compile
         # the last clip's work: U-Net evaluations (guidance halves counted apart) and their counted FLOPs
-        self.unet_calls, self.unet_flops, self.call_flops = 0, 0, {}
+        self.unet_calls, self.unet_flops, self.flops_by_shape = 0, 0, {}
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
         for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
@@ -203,13 +203,18 @@ class VideoPipeline:
             return (d[t:], d[:t]) if unconditional else (d, None)
         return denoise
 
+    def call_flops(self, halves: int, frames: int, height: int, width: int) -> int:
+        """FLOPs of one U-Net forward over `halves` clips of `frames` latent frames, counted once per shape on the
+        meta device."""
+        key = (halves, frames, height, width)
+        if key not in self.flops_by_shape:
+            self.flops_by_shape[key] = unet_call_flops(self.model.architecture.unet, halves, frames, height, width)
+        return self.flops_by_shape[key]
+
     def count_call(self, halves: int, frames: int, height: int, width: int) -> None:
         """Add one U-Net forward over `halves` clips of `frames` latent frames to the clip's work."""
-        key = (halves, frames, height, width)
-        if key not in self.call_flops:  # counted once per shape on the meta device
-            self.call_flops[key] = unet_call_flops(self.model.architecture.unet, halves, frames, height, width)
         self.unet_calls += halves
-        self.unet_flops += self.call_flops[key]
+        self.unet_flops += self.call_flops(halves, frames, height, width)
 
     @torch.no_grad()
     def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
@@ -275,7 +280,7 @@ class VideoPipeline:
         if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
             h, w = latent.shape[-2:]
             calls = [1 + int(guide) for guide in guides] + ([1 + int(guides[0])] if end is not None else [])
-            step = sum(unet_call_flops(self.model.architecture.unet, c, t, h, w) for c in calls)
+            step = sum(self.call_flops(c, t, h, w) for c in calls)
             progress("sample-flops", step * denoiser_calls(settings.sampler, settings.steps) // settings.steps,
                      settings.steps)
         sigmas = sigma_schedule(settings.schedule, settings.steps, settings.sigma_min, settings.sigma_max)
@@ -287,14 +292,19 @@ class VideoPipeline:
                                             bounds[0], bounds[1], 1.0, lambda: torch.randn(noise.shape, generator=g),
                                             on_step=on_step)
 
+        first_window = self.frame_denoiser(clip, latent, y, t, guides[0])
+        end_window = self.frame_denoiser(clip_end, latent_end, y, t, guides[0]) if end is not None else None
+
         def window_denoiser(k: int, estimate: Tensor | None) -> Denoiser:
-            start = windows[k][0]
-            condition = latent if k == 0 or estimate is None else estimate[start:start + 1] / SCALE_FACTOR
-            denoise = self.frame_denoiser(clip, condition, y, t, guides[k])  # the first frame's latent, unscaled
+            if k == 0:
+                denoise = first_window
+            else:  # conditioned on the estimate of its first frame (unscaled, as encoded), the image before one
+                start = windows[k][0]
+                condition = latent if estimate is None else estimate[start:start + 1] / SCALE_FACTOR
+                denoise = self.frame_denoiser(clip, condition, y, t, guides[k])
             if end is None or k < last:
                 return denoise
-            fused = time_reversal_fusion(denoise, self.frame_denoiser(clip_end, latent_end, y, t, guides[0]),
-                                         scales[k], ramp)
+            fused = time_reversal_fusion(denoise, end_window, scales[k], ramp)
             return pin_frames(fused, [0, t - 1] if k == 0 else [t - 1], bounds if k == 0 else bounds[1:])
 
         denoise = windowed(window_denoiser, windows, window_weights(windows), scales)

@@ -137,6 +137,7 @@ def windowed(window_denoiser: WindowDenoiser, windows: list[tuple[int, int]], we
     total = torch.zeros(max(end for _, end in windows))
     for (start, end), w in zip(windows, weights):
         total[start:end] += w
+    shares = [(w / total[start:end]).view(-1, 1, 1, 1) for (start, end), w in zip(windows, weights)]  # sum to 1
     last = None
 
     def denoise(x: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
@@ -144,7 +145,7 @@ def windowed(window_denoiser: WindowDenoiser, windows: list[tuple[int, int]], we
         blend = torch.zeros_like(x)
         for k, (start, end) in enumerate(windows):
             d = guided(*window_denoiser(k, last)(x[start:end], sigma), guidance[k])
-            blend[start:end] += (weights[k] / total[start:end]).view(-1, 1, 1, 1).to(d) * d
+            blend[start:end] += shares[k].to(d) * d
         last = blend
         return blend, None
     return denoise
