@@ -190,8 +190,8 @@ def decode_latents(vae: VAE, latents: Tensor, device: torch.device, chunk: int =
 
     chunk: frames per window, 0 for the most that fit in free memory now (auto_chunk), and no more than `most` if
     given; overlap: frames shared by neighbouring windows; tile: latent tile size for sizes beyond the trained one.
-    progress gets ("decode", done, frames) and, before a retry, ("decode-retry-chunk", frames per window, frames) or ("decode-retry-tiles",
-    tile width, tile height) in pixels."""
+    progress gets ("decode", done, frames) and, before a retry, ("decode-retry-chunk", frames per window, frames)
+    or ("decode-retry-tiles", tile width, tile height) in pixels."""
     frames, _, h, w = latents.shape
     down = 2 ** (len(vae.cfg.channel_mult) - 1)
     if chunk == 0:
