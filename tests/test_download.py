@@ -146,3 +146,27 @@ def test_sv4d_fetches_the_sv3d_model_it_runs_with(hub, tmp_path):
     r = svd("download", "sv4d", "--dir", str(tmp_path / "models"), "--json")  # each in a folder of its own
     assert [json.loads(line)["path"] for line in r.stdout.splitlines()] == [
         str(tmp_path / "models" / "sv4d.safetensors"), str(tmp_path / "models" / "sv3d-u" / "sv3d_u.safetensors")]
+
+
+def test_animatelcm_fetches_its_unet_and_the_model_whose_vae_and_encoder_it_runs_with(hub, tmp_path):
+    hub.repos["wangfuyun/AnimateLCM-SVD-xt"] = {"AnimateLCM-SVD-xt.safetensors": bytes(range(220)),
+                                                "AnimateLCM-SVD-xt-1.1.safetensors": bytes(range(230)),
+                                                "README.md": b"# card\n"}
+    r = svd("download", "animatelcm-svd-xt-1.1", "--json")
+    assert r.returncode == 0, r.stderr
+    paths = [Path(json.loads(line)["path"]) for line in r.stdout.splitlines()]
+    assert paths[0].name == "AnimateLCM-SVD-xt-1.1.safetensors" and (paths[1] / "model_index.json").is_file()
+    assert "animatelcm-svd-xt-1.1 runs with svd-xt: fetching it too" in svd("download", "animatelcm-svd-xt-1.1").stderr
+    assert resolve_weights(None, load_preset("animatelcm-svd-xt-1.1")) == paths[0]
+
+
+def test_animatelcm_without_its_base_model_names_the_download(hub, tmp_path, monkeypatch):
+    hub.repos["wangfuyun/AnimateLCM-SVD-xt"] = {"AnimateLCM-SVD-xt.safetensors": bytes(range(220))}
+    assert svd("download", "wangfuyun/AnimateLCM-SVD-xt").returncode == 0  # the U-Net alone
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
+    r = svd("generate", str(tmp_path / "p.png"), "--preset", "animatelcm-svd-xt")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert "runs with the VAE and image encoder of svd-xt" in r.stderr
+    assert "run `svd download animatelcm-svd-xt`" in r.stderr

@@ -296,17 +296,21 @@ def test_the_printed_step_time_excludes_compiling_and_waits_for_the_device(monke
     events = []
     pipe.sample(to_tensor(random_image(1)), SamplingSettings(frames=2, steps=3), seed=1,
                 progress=lambda *e: events.append(e[0] if e[0] != "sample" else e[:2]))
-    assert events[events.index("compile"):] == ["compile", "compile", ("sample", 1), ("sample", 2), ("sample", 3)]
+    assert events[events.index("compile"):] == ["compile", "sample-work", "compile", ("sample", 1), "sample-work",
+                                                ("sample", 2), "sample-work", ("sample", 3)]
     assert len(synced) >= 4  # after encoding and after each step
 
     clock = iter([0.0, 100.0, 101.5, 103.0, 104.5])  # sample-flops, compiled, steps 1 (100 s: compiling) and 2, 3
     monkeypatch.setattr("svdcli.cli.progress.time.perf_counter", lambda: next(clock))
     out = io.StringIO()
     with ProgressView(Console(file=out, force_terminal=True, width=200, color_system=None), quiet=False) as view:
-        view("sample-flops", 3 * 10**12, 4)
+        view("sample-flops", 4 * 3 * 10**12, 4)
         view("compile", 0, 1)
+        view("sample-work", 3 * 10**12, 4 * 3 * 10**12)
         view("compile", 1, 1)
         for step in (1, 2, 3):
+            if step > 1:
+                view("sample-work", step * 3 * 10**12, 4 * 3 * 10**12)
             view("sample", step, 4)
     text = out.getvalue()
     assert "compiling the U-Net" in text

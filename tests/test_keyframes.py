@@ -107,11 +107,12 @@ def test_pinned_frames_keep_their_latents_whatever_the_guidance():
 
 
 class UnetCalls:
-    """Records each U-Net call's batch (frames × guidance halves) and frames."""
+    """Records each U-Net call's batch, frames and whether it is an unconditional half (a zero CLIP context)."""
 
     def __init__(self, unet):
         self.calls = []
-        unet.register_forward_pre_hook(lambda module, args: self.calls.append((len(args[0]), args[4])))
+        unet.register_forward_pre_hook(
+            lambda module, args: self.calls.append((len(args[0]), args[4], not args[2].any().item())))
 
 
 def test_windows_are_blended_over_the_overlaps_and_each_call_sees_the_last_estimate():
@@ -147,7 +148,8 @@ def test_windows_are_denoised_together_the_first_guided_the_others_not_and_never
     latents = pipe.sample(image, settings, seed=2, progress=lambda *r: reports.append(r))
     assert latents.shape == (10, 4, 8, 8)
     # windows at 0, 2, 4, 6 (spread evenly), each step: the first with its unconditional half, the others without
-    assert unet.calls == [(8, 4), (4, 4), (4, 4), (4, 4)] * 3
+    # the first window's two halves, one after the other, then the others' conditional ones
+    assert unet.calls == [(4, 4, True), (4, 4, False), (4, 4, False), (4, 4, False), (4, 4, False)] * 3
     assert pipe.unet_calls == 5 * 3  # U-Net evaluations, guidance halves apart: what --json reports
     assert [r for r in reports if r[0] == "sample"] == [("sample", i, 3) for i in (1, 2, 3)]
     assert torch.equal(latents, pipe.sample(image, settings, seed=2))

@@ -91,8 +91,9 @@ def test_offload_modes_give_the_same_frames(checkpoint, reference, mode):
     assert torch.equal(out, reference)
     if mode == "sequential":
         blocks = len(unet_blocks(model.unet))
-        # every block of every U-Net call was copied in once (the wrap-around prefetch adds one)
-        assert pipe.streamer.uploads == SETTINGS.steps * blocks + 1
+        # every block of every U-Net call (two a step: the guidance halves) was copied in once (the wrap-around
+        # prefetch adds one)
+        assert pipe.streamer.uploads == 2 * SETTINGS.steps * blocks + 1
 
 
 def test_windows_cover_every_frame_with_the_requested_overlap():

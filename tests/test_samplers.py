@@ -5,7 +5,8 @@ update, to 1e-5. The denoiser is a stand-in network output run through our v-pre
 import pytest
 import torch
 
-from svdcli.inference.sampling import (SAMPLERS, Scalings, denoiser_calls, edm_sigmas, initial_latents, sample_with)
+from svdcli.inference.sampling import (SAMPLERS, Scalings, denoiser_calls, edm_sigmas, guided, initial_latents,
+                                      lcm_sigmas, sample_lcm, sample_with)
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -44,7 +45,7 @@ def start() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_sampler_is_listed_and_counts_its_calls():
-    assert SAMPLERS == ("euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-sde")
+    assert SAMPLERS == ("euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-sde", "lcm")
     noise, _ = start()
     for sampler in SAMPLERS:
         _, calls = ours(sampler, noise)
@@ -106,6 +107,77 @@ def test_euler_equals_diffusers_edm_euler():
     assert torch.allclose(x.float(), expected, atol=1e-5), (x.float() - expected).abs().max()
 
 
+@pytest.mark.parametrize("steps", [1, 2, 4, 8, 40])
+def test_lcm_grid_is_animatelcm_svds_and_diffusers_consistency_grid(steps):
+    """AnimateLCM-SVD's scheduler (animatelcm_svd/animatelcm_scheduler.py, configured by its app: 40 training
+    levels, σ 0.002-700, ρ 7) picks every (40 // steps)-th of its Karras levels as diffusers'
+    CMStochasticIterativeScheduler does; it then appends 0 where diffusers appends σ_min."""
+    scheduler = diffusers.CMStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=0.002, sigma_max=700.0,
+                                                         sigma_data=1.0, rho=7.0)
+    scheduler.set_timesteps(steps)
+    grid = lcm_sigmas(steps)
+    assert len(grid) == steps + 1 and grid[-1] == 0
+    assert torch.equal(scheduler.sigmas[:-1].float(), grid[:-1])
+    if steps == 4:  # the repository's four levels
+        assert torch.allclose(grid[:-1], torch.tensor([700.0, 128.5637, 13.67844, 0.49688]), rtol=1e-5)
+    with pytest.raises(ValueError, match="steps 41"):
+        lcm_sigmas(41)
+
+
+def test_lcm_equals_animatelcm_svds_scheduler_on_fixed_inputs():
+    """The repository's sampling loop written out from its code (its pipeline, a copy of diffusers' SVD pipeline,
+    and its scheduler): the latents start at ε·√(σ_max² + 1); at each level the U-Net sees x/√(σ² + 1) and
+    c_noise = ¼·ln σ; guidance mixes the two v outputs per frame; the estimate is c_skip·x + c_out·v with SVD's
+    v-scalings (its scheduler's "boundary condition" scalings are these, not diffusers' CM ones); the next x is
+    the estimate plus z·σ_next, with z drawn at every step (and unused at the last, σ_next = 0). Our sampler draws
+    the same noise in the same order from the same generator."""
+    frames = 3
+    scales = torch.linspace(1.0, 1.2, frames).view(-1, 1, 1, 1)  # the app's guidance 1.0 -> 1.2
+
+    def v_output(scaled: torch.Tensor, c_noise: torch.Tensor, branch: float) -> torch.Tensor:
+        offsets = torch.arange(frames, dtype=scaled.dtype).view(-1, 1, 1, 1)
+        return torch.tanh(0.3 * scaled + 0.1 * offsets + branch) - 0.2 * c_noise
+
+    for steps in (1, 2, 4, 8):
+        noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+        grid = lcm_sigmas(steps).double()
+        g = torch.Generator().manual_seed(9)
+        sample = noise.double() * (700.0 ** 2 + 1) ** 0.5
+        for i in range(steps):
+            sigma, sigma_next = grid[i], grid[i + 1]
+            scaled = sample / (sigma ** 2 + 1) ** 0.5
+            c_noise = 0.25 * torch.log(sigma + 1e-44)
+            v_uncond, v_cond = v_output(scaled, c_noise, -0.5), v_output(scaled, c_noise, 0.0)
+            v = v_uncond + scales * (v_cond - v_uncond)
+            denoised = -sigma / (sigma ** 2 + 1) ** 0.5 * v + sample / (sigma ** 2 + 1)
+            z = torch.randn(SHAPE, generator=g).double()
+            sample = denoised + z * sigma_next.clamp(min=0, max=700.0)
+
+        def denoise(x, sigma):
+            sc = Scalings.at(sigma.float())
+            d = [sc.c_skip * x + sc.c_out * v_output(sc.c_in * x, sc.c_noise, branch) for branch in (0.0, -0.5)]
+            return d[0], d[1]
+        g = torch.Generator().manual_seed(9)
+        ours = sample_lcm(denoise, noise, lcm_sigmas(steps), scales.flatten(), lambda: torch.randn(SHAPE, generator=g))
+        assert torch.allclose(ours.double(), sample, atol=1e-5), (steps, (ours.double() - sample).abs().max())
+
+
+def test_lcm_returns_the_last_estimate_and_renoises_to_the_next_level():
+    """Each call sees the previous estimate plus σ_next·z exactly; the result is the last estimate."""
+    seen, estimates = [], iter([torch.full(SHAPE, 0.5), torch.full(SHAPE, -0.25), torch.full(SHAPE, 2.0)])
+
+    def denoise(x, sigma):
+        seen.append((x.clone(), float(sigma)))
+        return next(estimates), None
+    z = torch.full(SHAPE, 3.0)
+    out = sample_lcm(denoise, torch.zeros(SHAPE), lcm_sigmas(3), torch.ones(3), lambda: z)
+    grid = lcm_sigmas(3)
+    assert [s for _, s in seen] == grid[:-1].tolist()
+    assert torch.allclose(seen[1][0], 0.5 + grid[1] * 3.0) and torch.allclose(seen[2][0], -0.25 + grid[2] * 3.0)
+    assert torch.equal(out, torch.full(SHAPE, 2.0))
+    assert torch.equal(guided(torch.ones(SHAPE), None, torch.ones(3)), torch.ones(SHAPE))
+
+
 @pytest.mark.parametrize("schedule", ["karras", "exponential"])
 def test_schedules_equal_diffusers_edm_grids(schedule):
     from svdcli.inference.sampling import SCHEDULES, sigma_schedule
@@ -144,12 +216,14 @@ def test_the_pipeline_runs_each_sampler_on_a_tiny_model_and_windows_too():
     for sampler in SAMPLERS:
         calls.clear()
         results[sampler] = pipe.sample(image, SamplingSettings(frames=3, steps=3, sampler=sampler), seed=4)
-        assert len(calls) == denoiser_calls(sampler, 3) and torch.isfinite(results[sampler]).all(), sampler
+        # two U-Net passes (the guidance halves) per denoiser call
+        assert len(calls) == 2 * denoiser_calls(sampler, 3) and torch.isfinite(results[sampler]).all(), sampler
     assert len({tuple(r.flatten()[:8].tolist()) for r in results.values()}) == len(SAMPLERS)  # all different
     long = SamplingSettings(frames=7, steps=2, window=4, overlap=1, sampler="heun")
     calls.clear()
     assert pipe.sample(image, long, seed=4).shape == (7, 4, 8, 8)
-    assert len(calls) == 2 * denoiser_calls("heun", 2)  # two windows per call of the clip's denoiser
+    # per call of the clip's denoiser: the first window's two guidance halves, the second's one (unguided)
+    assert len(calls) == 3 * denoiser_calls("heun", 2)
 
 
 def test_svd_generate_records_the_sampler_and_schedule_and_refuses_an_unknown_sampler(tmp_path):
@@ -186,5 +260,9 @@ def test_svd_generate_records_the_sampler_and_schedule_and_refuses_an_unknown_sa
     assert (meta["unet_calls"], meta["flops"]) == (6, 3 * call)
     r = subprocess.run([*base, "--sampler", "plms", "--out", str(tmp_path / "b.gif")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == ("svd: error: --sampler plms: choose one of euler, euler-a, "
-                                                      "heun, dpmpp-2m, dpmpp-2m-sde")
+                                                      "heun, dpmpp-2m, dpmpp-2m-sde, lcm")
+    assert not (tmp_path / "b.gif").exists()
+    r = subprocess.run([*base, "--sampler", "lcm", "--out", str(tmp_path / "b.gif")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("svd: error: --sampler lcm: the svd model is not consistency-distilled")
     assert not (tmp_path / "b.gif").exists()

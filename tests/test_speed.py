@@ -75,9 +75,10 @@ def test_progress_states_the_work_before_sampling_and_an_eta_after_the_first_ste
         pipe.generate(to_tensor(random_image(5)), SamplingSettings(frames=3, steps=4, decode_chunk=3), seed=1,
                       progress=slow)
     text = out.getvalue()
-    flops = next(done for stage, done, _ in calls if stage == "sample-flops")
+    flops = next(done for stage, done, _ in calls if stage == "sample-flops")  # all four steps'
     assert flops > 0 and calls.index(("sample-flops", flops, 4)) < calls.index(("sample", 1, 4))
-    assert f"denoising: 4 steps x {flops / 1e12:.2f} TFLOP" in text
+    assert calls.index(("sample-work", flops // 4, flops)) == calls.index(("sample", 1, 4)) - 1
+    assert f"denoising: 4 steps, {flops / 1e12:.2f} TFLOP" in text
     eta = re.search(r"first step ([\d.]+) s \(([\d.]+) TFLOP/s\): about (\d+) s of denoising to go", text)
     assert eta, text
     first, remaining = float(eta.group(1)), int(eta.group(3))

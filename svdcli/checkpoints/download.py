@@ -65,12 +65,13 @@ def resolve_model(model: str) -> tuple[str, str | None, bool]:
 
 
 def companions(model: str) -> list[str]:
-    """The presets a preset runs with, which its download fetches too (SV4D: the SV3D model of its first frame)."""
+    """The presets a preset runs with, which its download fetches too (SV4D: the SV3D model of its first frame; a
+    U-Net alone: the model whose VAE and image encoder it runs with)."""
     try:
-        companion = load_preset(model).companion if "/" not in model else None
+        preset = load_preset(model) if "/" not in model else None
     except PresetError:
         return []
-    return [companion] if companion else []
+    return [name for name in (preset.companion, preset.base_model) if name] if preset else []
 
 
 def choose_files(listing: dict[str, RemoteFile], single_file: str | None, layout: str | None,

@@ -164,6 +164,9 @@ def _plan_single_file(path: Path, want: str | None) -> tuple[Architecture, list[
     keys = set(f.keys())
     motion = UNET_PREFIX + "input_blocks.1.1.motion_blocks.0.attn1.to_q.weight" in keys
     probe = UNET_PREFIX + f"input_blocks.1.0.{'time_mix_blocks' if motion else 'time_stack'}.in_layers.2.weight"
+    if probe not in keys and ("conv_in.weight" in keys or "input_blocks.0.0.weight" in keys):
+        raise CheckpointError(f"{path}: holds a U-Net alone, without a VAE or image encoder: use it with a preset "
+                              "that names the model it runs with (base_model), e.g. --preset animatelcm-svd-xt")
     if probe not in keys:
         raise CheckpointError(f"{path}: not an SVD/SV3D/SV4D checkpoint (no video U-Net under {UNET_PREFIX})")
     meta = json.loads(f.metadata.get(META_KEY, "{}"))
@@ -321,6 +324,40 @@ def _vae_level_keys(keys) -> list[str]:
     return out
 
 
+def _plan_unet(path: Path, arch: Architecture, entries: list[Entry],
+               prefer_half: bool) -> tuple[list[Entry], list[SafetensorsFile], int]:
+    """The entries with the U-Net's read from a U-Net of the same architecture distributed alone (AnimateLCM-SVD-xt)
+    instead of the checkpoint's own: a file with the single-file names (under model.diffusion_model. or bare; a
+    whole single-file checkpoint gives its U-Net), or with diffusers' names, or a diffusers unet/ folder.
+    Returns the entries, the U-Net's files and how many of their tensors go unread."""
+    if path.is_dir():
+        files = _diffusers_files(path.parent, path.name, "diffusion_pytorch_model", None, prefer_half)[0]
+    else:
+        files = [SafetensorsFile(path)]
+    shapes = Shapes(files)
+    if UNET_PREFIX + "input_blocks.0.0.weight" in shapes:
+        def source(key):
+            return (UNET_PREFIX + key,), diffusers_keys.same
+    elif "input_blocks.0.0.weight" in shapes:
+        def source(key):
+            return (key,), diffusers_keys.same
+    elif "conv_in.weight" in shapes:
+        def source(key):
+            src = diffusers_keys.unet_source(key, arch.unet)
+            return src.keys, src.combine
+    else:
+        raise CheckpointError(f"{path}: not a video U-Net (neither the single-file names, as under {UNET_PREFIX}, "
+                              "nor diffusers' names)")
+    planned = []
+    for e in entries:
+        if e.component == "unet":
+            keys, combine = source(e.key)
+            e = Entry("unet", e.key, e.shape, tuple((shapes.where.get(k), k) for k in keys), combine)
+        planned.append(e)
+    used = {k for e in planned if e.component == "unet" for _, k in e.sources}
+    return planned, files, sum(1 for k in shapes.keys() if k not in used)
+
+
 def meta_modules(arch: Architecture) -> dict[str, nn.Module]:
     with torch.device("meta"):
         return {"unet": VideoUNet(arch.unet), "vae": VAE(arch.vae), "image_encoder": ImageEncoder(arch.clip)}
@@ -396,7 +433,8 @@ def _place(arch: Architecture, values, total: int, device: str | torch.device, d
 
 def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
          architecture: str | None = None, variant: str | None = None, weights_dtype: str | None = None,
-         components: tuple[str, ...] | None = None, progress: Progress | None = None) -> LoadedModel:
+         components: tuple[str, ...] | None = None, unet: str | Path | None = None,
+         progress: Progress | None = None) -> LoadedModel:
     """Load a single-file checkpoint or a diffusers folder.
 
     dtype: the compute dtype of the U-Net and image encoder, and the dtype of their tensors unless weights_dtype
@@ -411,6 +449,10 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     variant: diffusers only; "fp16" or "fp32" picks those files (default: fp16 files for half-precision dtypes).
     components: read only these ("unet", "vae", "image_encoder"; default all); the others stay on the meta device,
     without memory (svd decode needs the VAE alone).
+    unet: a U-Net of the checkpoint's architecture distributed alone (a file in the single-file or diffusers names,
+    or a diffusers unet/ folder: _plan_unet), read in place of the checkpoint's own U-Net, whose tensors then go
+    unread: AnimateLCM-SVD-xt runs with SVD-XT's VAE and image encoder. Its shapes are checked against the
+    checkpoint's before anything is read.
     Raises CheckpointError with a one-line message for any unusable input."""
     path = Path(source).expanduser()
     if not path.exists():
@@ -422,6 +464,15 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", dtype: torch
     else:
         layout = "single-file"
         arch, entries, files, skipped = _plan_single_file(path, architecture)
+    if unet is not None:
+        unet_path = Path(unet).expanduser()
+        if not unet_path.exists():
+            raise CheckpointError(f"{unet_path}: no such file or folder")
+        base_unet = sum(len(e.sources) for e in entries if e.component == "unet")
+        entries, unet_files, unread = _plan_unet(unet_path, arch, entries, dtype in (torch.float16, torch.bfloat16))
+        files = [f for f in files if any(f is src for e in entries for src, _ in e.sources)] + unet_files
+        skipped += base_unet + unread  # the checkpoint's own U-Net is not read
+        path = unet_path  # what a shape error names
     if components is not None:
         entries = [e for e in entries if e.component in components]
     _check(entries, path)

@@ -41,14 +41,18 @@ class Preset:
     decode_chunk: int  # frames decoded at once; `auto` in YAML, 0 here: the most that fit in free memory
     weights: str | None = None  # a path, for presets of local models
     companion: str | None = None  # another preset this one runs with (SV4D: the SV3D model of its first frame)
+    # a U-Net distributed alone (AnimateLCM-SVD-xt): the preset whose VAE and image encoder it runs with
+    base_model: str | None = None
+    sampler: str = "euler"  # the default sampler; "lcm" marks a consistency-distilled U-Net (inference/sampling.py)
+    fps_conditioning: int | None = None  # the fps value the model is conditioned on, where it is not fps - 1
 
     @property
     def fps_id(self) -> int:
-        return self.fps - 1
+        return self.fps - 1 if self.fps_conditioning is None else self.fps_conditioning
 
 
 _TYPES = {f.name: f.type for f in fields(Preset)}
-_OPTIONAL = {"weights", "repo", "single_file", "name", "companion"}
+_OPTIONAL = {"weights", "repo", "single_file", "name", "companion", "base_model", "fps_conditioning"}
 
 
 def _check_type(key: str, value, where: str):

@@ -59,7 +59,9 @@ def package_file(spec: str) -> Path:
 
 
 def resolve_weights(spec: str | None, preset: Preset) -> Path:
-    """--weights as given (file, folder, or a hub repo id already in the cache), else the preset's own weights."""
+    """--weights as given (file, folder, or a hub repo id already in the cache), else the preset's own weights.
+    For a preset of a U-Net alone (base_model), the U-Net's, once the base model's are known to be here too."""
+    base_weights(preset)
     if spec:
         p = Path(spec).expanduser()
         if p.exists():
@@ -81,6 +83,21 @@ def resolve_weights(spec: str | None, preset: Preset) -> Path:
         raise WeightsError(f"the {preset.name} weights are not downloaded: run `svd download {preset.name}` "
                            f"(or pass --weights FILE|FOLDER)")
     raise WeightsError(f"no weights for preset {preset.name}: pass --weights FILE|FOLDER")
+
+
+def base_weights(preset: Preset) -> Path | None:
+    """The checkpoint whose VAE and image encoder a preset of a U-Net alone runs with (its base_model's weights);
+    None for a preset of a whole model."""
+    if not preset.base_model:
+        return None
+    from .presets import load_preset
+
+    try:
+        return resolve_weights(None, load_preset(preset.base_model))
+    except WeightsError:
+        raise WeightsError(f"the {preset.name} U-Net runs with the VAE and image encoder of {preset.base_model}, "
+                           f"whose weights are not downloaded: run `svd download {preset.name}` (it fetches both)") \
+            from None
 
 
 def installed(preset: Preset) -> dict | None:

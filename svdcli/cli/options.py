@@ -41,8 +41,12 @@ KEYFRAMES = typer.Option(None, "--keyframes", help="How a clip with --end or --l
                          "the input's and the end's estimates blended over the frames, both ends held) or "
                          "bidirectional (ViBiDSampler; one window only). docs/generate.md compares them.")
 SAMPLER = typer.Option(None, "--sampler", help="euler (the reference's, default), euler-a (Euler ancestral), heun "
-                       "(2 U-Net passes a step), dpmpp-2m, dpmpp-2m-sde (DPM++ 2M and its SDE). Stochastic ones draw "
-                       "from the seed too.")
+                       "(2 U-Net passes a step), dpmpp-2m, dpmpp-2m-sde (DPM++ 2M and its SDE), lcm (consistency "
+                       "sampling, for distilled models: the animatelcm presets' default). Stochastic ones draw from "
+                       "the seed too. docs/speed.md compares them.")
+CACHE = typer.Option(None, "--cache", help="Run the whole U-Net every N steps and reuse its deep features in "
+                     "between (DeepCache; 3 is its setting for SVD): fewer FLOPs, some fidelity (docs/speed.md). "
+                     "Default off.")
 SCHEDULE = typer.Option(None, "--schedule", help="The noise levels of the steps: karras (the reference's, "
                         "default) or exponential (evenly spaced in log sigma).")
 OVERLAP = typer.Option(None, "--overlap", help="Frames shared by neighbouring windows of a clip longer than the "
@@ -137,12 +141,13 @@ def open_engine(preset, weights_path, settings, progress, components: tuple[str,
                 architecture: str | None = None):
     """The library's open_engine; a bad checkpoint or LoRA ends the command with one line."""
     from ..checkpoints.safetensors_io import CheckpointError
+    from ..checkpoints.weights import WeightsError
     from ..inference.generation import open_engine
     from ..inference.lora import LoraError
 
     try:
         return open_engine(preset, weights_path, settings, progress, components, architecture)
-    except (CheckpointError, LoraError) as err:
+    except (CheckpointError, LoraError, WeightsError) as err:
         fail(str(err))
 
 

@@ -28,7 +28,8 @@ class ProgressView:
                                  SecondsPerStep(), TimeRemainingColumn(), console=console,
                                  disable=quiet or not console.is_terminal, transient=False)
         self.tasks = {}
-        self.step_flops = 0
+        self.sample_flops = 0  # the denoising's FLOPs (this process's), and those done when the clock started
+        self.work, self.work_at_clock = 0, 0
         self.untimed_steps = 0  # steps before the timed one: 1 when the first step compiles the U-Net
         self.clock = 0.0
 
@@ -40,14 +41,18 @@ class ProgressView:
         return self.progress.__exit__(*exc)
 
     def __call__(self, stage: str, done: int, total: int, **fields) -> None:
-        if stage == "sample-flops":  # sent just before sampling: done = FLOPs of one step, total = steps
-            self.step_flops, self.untimed_steps, self.clock = done, 0, time.perf_counter()
-            self._print(f"denoising: {total} steps x {done / 1e12:.2f} TFLOP")
+        if stage == "sample-flops":  # sent just before sampling: done = FLOPs of all steps, total = steps
+            self.sample_flops, self.untimed_steps, self.clock = done, 0, time.perf_counter()
+            self.work = self.work_at_clock = 0
+            self._print(f"denoising: {total} steps, {done / 1e12:.2f} TFLOP")
             self._start("sample", total)
+            return
+        if stage == "sample-work":  # before each step's report: done = FLOPs of the steps so far
+            self.work = done
             return
         if stage == "compile":  # around the first step, which compiles the U-Net: the timed step is the next one
             if done:
-                self.untimed_steps, self.clock = 1, time.perf_counter()
+                self.untimed_steps, self.clock, self.work_at_clock = 1, time.perf_counter(), self.work
             else:
                 self._print("compiling the U-Net (the first step)")
             return
@@ -63,12 +68,14 @@ class ProgressView:
         elif done < self.progress.tasks[self.tasks[stage]].completed:  # the next item of a batch
             self._start(stage, total)
         self.progress.update(self.tasks[stage], completed=done, total=total, **fields)
-        if stage == "sample" and done == self.untimed_steps + 1 and self.step_flops:
-            # the library reports a step once the device has finished it, so this times the work itself
+        timed = self.work - self.work_at_clock
+        if stage == "sample" and done == self.untimed_steps + 1 and self.sample_flops and timed:
+            # the library reports a step once the device has finished it, so this times the work itself; the
+            # steps ahead are weighed by their FLOPs (cached steps are cheaper, a split's halves run at once)
             elapsed = time.perf_counter() - self.clock
             which = "first step" if not self.untimed_steps else "first step after compiling"
-            self._print(f"{which} {elapsed:.1f} s ({self.step_flops / elapsed / 1e12:.3f} TFLOP/s): "
-                        f"about {elapsed * (total - done):.0f} s of denoising to go")
+            self._print(f"{which} {elapsed:.1f} s ({timed / elapsed / 1e12:.3f} TFLOP/s): "
+                        f"about {elapsed * (self.sample_flops - self.work) / timed:.0f} s of denoising to go")
 
     def _start(self, stage: str, total: int) -> None:
         if stage in self.tasks:

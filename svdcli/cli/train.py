@@ -2,68 +2,21 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
-from ..runtime.interrupts import Terminated
 from ..training.settings import DataSettings, TrainSettings
 from . import options
 from .app import command, err, fail, note
+from .launch import torchrun
 from .progress import ProgressView
 
 
 # Settings whose flag is not their name with dashes.
 FLAGS = {"aug_mean": "--noise-aug-mean", "aug_std": "--noise-aug-std", "aug_draws": "--noise-aug-draws",
          "checkpointing": "--no-grad-checkpointing", "width": "--size", "height": "--size"}
-
-
-def _torchrun(gpus: int) -> int:
-    """Run this same command under torchrun, one process per GPU, without --gpus."""
-    args, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if a == "--gpus":
-            skip = True
-            continue
-        if a.startswith("--gpus="):
-            continue
-        args.append(a)
-    cmd = [sys.executable, "-c", "import sys; from svdcli.cli.train import launch; launch(sys.argv[1:])",
-           "--standalone", f"--nproc-per-node={gpus}", "-m", "svdcli", *args]
-    launcher = subprocess.Popen(cmd)
-    try:
-        return launcher.wait()
-    except KeyboardInterrupt as interrupt:
-        # Ctrl-C reached every process of the terminal; SIGTERM (a scheduler, `kill`) this one alone, so pass it on.
-        # Either way torchrun stops the workers, which save a checkpoint, and rank 0 says it was interrupted in one
-        # line: wait for that rather than leave them training unseen, and end with its status without another line.
-        if isinstance(interrupt, Terminated):
-            launcher.send_signal(signal.SIGTERM)
-        launcher.wait()
-        raise typer.Exit(130)
-
-
-def launch(argv: list[str]) -> None:
-    """torchrun, ending without a traceback when a signal stops it (the workers report the interrupt), and without
-    its warnings (the thread-count banner, a line for each signal it passes on): errors only."""
-    import logging
-
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.run import main
-
-    for name in list(logging.root.manager.loggerDict):  # each module's logger sets its own level
-        if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        main(argv)
-    except SignalException:
-        sys.exit(130)
 
 
 @command("run the same command with --resume to go on from the newest checkpoint", name="train-lora")
@@ -182,7 +135,7 @@ def train_lora(
     except (PresetError, OptionsError, WeightsError, ValueError) as x:
         fail(options.user_message(x, FLAGS))
     if gpus > 1 and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per rank
-        raise typer.Exit(_torchrun(gpus))
+        raise typer.Exit(torchrun(gpus))
 
     from ..media.images import ImageError
     from ..inference.lora import LoraError

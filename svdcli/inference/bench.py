@@ -210,8 +210,8 @@ class PhaseMeter:
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage == "encode":
             self._begin("encode") if done == 0 else self.end("encode")
-        elif stage == "sample-flops":
-            self.step_flops = done
+        elif stage == "sample-flops":  # bench runs every step alike (no cache): the mean is each step's
+            self.step_flops = done // total
             self._begin("sample")
             self.steps = [self.started["sample"]]
         elif stage == "sample":

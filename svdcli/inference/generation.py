@@ -27,7 +27,7 @@ from ..runtime.settings import SettingsError, at_least, one_of
 from ..video.interpolate import MAX_RATIO, interpolate
 from .decoding import DecodeOutOfMemory
 from .pipeline import KEYFRAME_METHODS, GenerateResult, SamplingSettings, VideoPipeline, with_input_view
-from .sampling import SAMPLERS, SCHEDULES
+from .sampling import LCM_TRAINING_LEVELS, SAMPLERS, SCHEDULES
 
 LATENTS_KEY = "svdcli.latents"  # the run's metadata inside a latents file
 
@@ -65,6 +65,7 @@ class Options:
     pingpong: bool = False  # play forward then backward
     sampler: str = "euler"  # sampling.SAMPLERS
     schedule: str = "karras"  # sampling.SCHEDULES
+    cache: int = 0  # the whole U-Net every this many calls, its deep features reused in between; 0 or 1: off
 
     def __post_init__(self):  # settings that cannot work (those outside the trained range only warn)
         try:
@@ -88,6 +89,17 @@ class Options:
         one_of("keyframes", self.keyframes, KEYFRAME_METHODS)
         one_of("sampler", self.sampler, SAMPLERS)
         one_of("schedule", self.schedule, SCHEDULES)
+        at_least(self, ("cache",), 0)
+        if self.sampler == "lcm":
+            if self.schedule != "karras":
+                raise SettingsError("schedule", f"{self.schedule}: the lcm sampler steps through the noise levels its "
+                                    "model was distilled on (a subset of the karras grid)")
+            if self.steps > LCM_TRAINING_LEVELS:
+                raise SettingsError("steps", f"{self.steps}: the lcm sampler takes at most {LCM_TRAINING_LEVELS} "
+                                    "(the noise levels its model was distilled on; 2 to 8 are its use)")
+            if self.cache > 1:
+                raise SettingsError("cache", f"{self.cache}: not with the lcm sampler, whose few steps are far apart "
+                                    "(4 steps: σ 700, 129, 14, 0.5): the deep features of one say little of the next")
         if self.keyframes == "bidirectional" and (self.end or self.loop) and self.sampler != "euler":
             raise SettingsError("sampler", f"{self.sampler}: keyframes bidirectional has its own sampler (euler)")
         if self.loop and self.pingpong:
@@ -114,7 +126,7 @@ class Options:
                                 cfg_max=self.cfg_max, guidance=self.guidance, decode_chunk=self.decode_chunk,
                                 polars_rad=self.polars_rad, azimuths_rad=self.azimuths_rad, window=self.window,
                                 overlap=self.overlap, keyframes=self.keyframes, sampler=self.sampler,
-                                schedule=self.schedule)
+                                schedule=self.schedule, cache=self.cache)
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -132,7 +144,7 @@ def parse_size(text: str) -> tuple[int, int] | None:
 def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id=None, motion=None, noise_aug=None,
                     cfg_min=None, cfg_max=None, size=None, resize="crop", decode_chunk=None, fmt="mp4", loop=False,
                     watermark=True, quality=8.0, interpolate=None, end=None, keyframes=None, overlap=None,
-                    pingpong=False, sampler=None, schedule=None) -> tuple[Options, list[str]]:
+                    pingpong=False, sampler=None, schedule=None, cache=None) -> tuple[Options, list[str]]:
     """Flags override preset values. Returns the options and warnings (settings outside the trained range).
     Clips longer than the preset's frames are sampled in windows of that many (the trained length)."""
     pick = lambda flag, default: default if flag is None else flag  # noqa: E731
@@ -140,19 +152,28 @@ def resolve_options(preset: Preset, *, frames=None, steps=None, fps=None, fps_id
         decode_chunk = parse_decode_chunk(decode_chunk)
     w, h = (preset.width, preset.height) if size is None else (parse_size(size) or (None, None))
     o = Options(frames=pick(frames, preset.frames), steps=pick(steps, preset.steps), fps=pick(fps, preset.fps),
-                fps_id=pick(fps_id, pick(fps, preset.fps) - 1), motion_bucket=pick(motion, preset.motion_bucket),
+                fps_id=pick(fps_id, preset.fps_id if fps is None else fps - 1),
+                motion_bucket=pick(motion, preset.motion_bucket),
                 noise_aug=pick(noise_aug, preset.noise_aug), cfg_min=pick(cfg_min, preset.cfg_min),
                 cfg_max=pick(cfg_max, preset.cfg_max), guidance=preset.guidance, width=w, height=h,
                 resize=resize, decode_chunk=pick(decode_chunk, preset.decode_chunk), format=fmt, loop=loop,
                 watermark=watermark, quality=quality, interpolate=pick(interpolate, 1),
                 end=None if end is None else str(end), keyframes=pick(keyframes, "fusion"), window=preset.frames,
                 overlap=pick(overlap, default_overlap(preset.frames)), pingpong=pingpong,
-                sampler=pick(sampler, "euler"), schedule=pick(schedule, "karras"))
+                sampler=pick(sampler, preset.sampler), schedule=pick(schedule, "karras"), cache=pick(cache, 0))
+    distilled = preset.sampler == "lcm"  # a consistency-distilled U-Net
+    if o.sampler == "lcm" and not distilled:
+        raise OptionsError("sampler", f"lcm: the {preset.name} model is not consistency-distilled, and the lcm "
+                           "sampler keeps each step's estimate as it is, which for such a model is a blur; use a "
+                           "distilled model (preset animatelcm-svd-xt) or another sampler")
     if preset.architecture.startswith("sv3d") and (o.end or o.loop or o.windows):
         what = "an end frame" if o.end else "a generated loop" if o.loop else f"more than {preset.frames} frames"
         raise OptionsError("preset", f"{preset.name} makes orbits of {preset.frames} views, not {what}: use an "
                            "SVD preset (an orbit can play as a ping-pong loop)")
     warnings = []
+    if distilled and o.sampler != "lcm":
+        warnings.append(f"{preset.name} is consistency-distilled for the lcm sampler; {o.sampler} at {o.steps} "
+                        "steps is outside what it was trained for")
     if o.motion_bucket > 255:
         warnings.append(f"motion bucket {o.motion_bucket} is above the trained range 0-255")
     if not 5 <= o.fps_id <= 30:
@@ -308,6 +329,32 @@ class Engine:
             progress("write", 1, 1)
         return meta
 
+    def sample(self, picture: Image.Image, options: Options, seed: int, progress=None,
+               end_picture: Image.Image | None = None) -> torch.Tensor:
+        """The denoised latents of a fitted picture (on the CPU): the expensive part of run, and all that the second
+        process of a guidance split does (split_guidance)."""
+        if options.end and (end_picture is None or end_picture.size != picture.size):
+            raise ValueError("options.end needs the end keyframe fitted to the picture's size (prepare_end)")
+        image = to_tensor(picture)
+        end = to_tensor(end_picture) if options.end else image if options.loop else None
+        return self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
+
+    def split_guidance(self) -> int:
+        """Join the process group of torchrun's two processes (NCCL between GPUs, gloo on the CPU) and evaluate
+        one half of guidance in each from now on (pipeline.GuidanceSplit); returns this process's rank. Rank 0
+        runs the job as one process would; rank 1 only samples alongside it."""
+        import torch.distributed as dist
+
+        from .pipeline import GuidanceSplit
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if self.pipe.device.type == "cuda" else "gloo")
+        if dist.get_world_size() != 2:
+            raise ValueError(f"a guidance split runs in 2 processes, not {dist.get_world_size()}")
+        self.pipe.guidance_split = GuidanceSplit(dist.get_rank())
+        self.info["guidance_split"] = True
+        return dist.get_rank()
+
     def run(self, picture: Image.Image, options: Options, seed: int, progress=None, image_path: str | Path = "",
             keep_latents: Path | None = None, save_latents: bool = False, about: dict | None = None,
             end_picture: Image.Image | None = None) -> tuple[np.ndarray, dict]:
@@ -328,10 +375,7 @@ class Engine:
                         self.pipe.model.architecture.name, **self.info, decode_tile=list(tile) if tile else None)
         meta.update(about or {})
         image = to_tensor(picture)
-        if options.end and (end_picture is None or end_picture.size != picture.size):
-            raise ValueError("options.end needs the end keyframe fitted to the picture's size (prepare_end)")
-        end = to_tensor(end_picture) if options.end else image if options.loop else None
-        latents = self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
+        latents = self.sample(picture, options, seed, progress, end_picture)
         meta["unet_calls"], meta["flops"] = self.pipe.unet_calls, self.pipe.unet_flops
         if save_latents:
             write_latents(keep_latents, latents, picture, meta)
@@ -412,6 +456,7 @@ def open_engine(preset: Preset | None, weights: Path | None, settings: EngineSet
     components: load only these (svd decode needs the VAE); the others stay on the meta device. Raises
     CheckpointError, LoraError, QuantizeError."""
     from ..checkpoints.loader import load, random_model
+    from ..checkpoints.weights import base_weights
     from .lora import apply_loras
 
     run = settings.resolve()
@@ -423,9 +468,10 @@ def open_engine(preset: Preset | None, weights: Path | None, settings: EngineSet
             for module in model.components().values():
                 module.to(home)
     else:
-        model = load(weights, device=home, dtype=run.dtype, weights_dtype=settings.weights_dtype,
+        base = base_weights(preset) if preset else None  # a U-Net alone runs with its base model's VAE and encoder
+        model = load(base or weights, device=home, dtype=run.dtype, weights_dtype=settings.weights_dtype,
                      architecture=preset.architecture if preset else architecture, components=components,
-                     progress=progress)
+                     unet=weights if base else None, progress=progress)
     apply_loras(model.unet, model.architecture, list(settings.loras), preset.name if preset else None)
     pipe = VideoPipeline(model, run.device, run.dtype, offload=run.offload, decode_overlap=settings.decode_overlap,
                          attention_slice=run.max_tokens, compile=settings.compile)

@@ -9,13 +9,14 @@ memory rather than fail; decoding.py).
 """
 
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from ..checkpoints.loader import LoadedModel
 from ..models.layers import timestep_embedding
+from ..models.unet import DeepFeatureCache
 from ..models.vae import SCALE_FACTOR
 from ..runtime.devices import synchronize
 from ..runtime.offload import MODES, ModelOffload, SequentialOffload, unet_blocks
@@ -23,8 +24,8 @@ from ..runtime.progress import Progress
 from ..runtime.quantize import has_stored_weights
 from .decoding import Decoded, decode_latents, temporal_windows, window_weights
 from .flops import unet_call_flops
-from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, denoiser_calls, pin_frames,
-                       sigma_schedule, sample_bidirectional, sample_with, time_reversal_fusion, windowed)
+from .sampling import (Denoiser, LinearFrameGuidance, Scalings, TriangleFrameGuidance, calls_per_step, lcm_sigmas,
+                       pin_frames, sigma_schedule, sample_bidirectional, sample_with, time_reversal_fusion, windowed)
 
 
 
@@ -51,10 +52,51 @@ class SamplingSettings:
     overlap: int = 4  # frames a window shares with the one before
     keyframes: str = "fusion"  # how a clip with an end frame is sampled: fusion or bidirectional
     sampler: str = "euler"  # sampling.SAMPLERS
-    schedule: str = "karras"  # sampling.SCHEDULES
+    schedule: str = "karras"  # sampling.SCHEDULES (the lcm sampler has its own: sampling.lcm_sigmas)
+    cache: int = 0  # the whole U-Net every this many calls, deep features reused between (DeepFeatureCache); 0: off
 
 
 KEYFRAME_METHODS = ("fusion", "bidirectional")
+CACHE_DEPTH = 2  # blocks at each end a cached call runs: DeepCache's choice for SVD (its cache_branch 0)
+
+
+@dataclass
+class CachedCalls:
+    """One denoiser's feature caches (one per guidance half) and their schedule: the whole U-Net at calls 0, every,
+    2·every, ... (DeepCache's uniform schedule), the shallow blocks over the kept deep features at the others."""
+    every: int
+    calls: int = 0
+    refresh: bool = True
+    halves: dict[int, DeepFeatureCache] = field(default_factory=dict)
+
+    def next_call(self) -> None:
+        self.refresh = self.calls % self.every == 0
+        self.calls += 1
+
+    def half(self, half: int) -> DeepFeatureCache:
+        cache = self.halves.setdefault(half, DeepFeatureCache(CACHE_DEPTH))
+        cache.refresh = self.refresh
+        return cache
+
+
+def cached_call(every: int, index: int) -> bool:
+    """Whether a denoiser's call `index` runs on cached features under a refresh every `every` calls (0, 1: none)."""
+    return every > 1 and index % every != 0
+
+
+@dataclass(frozen=True)
+class GuidanceSplit:
+    """The two halves of guidance in two processes (svd generate --gpus 2: torchrun, one GPU each, in one process
+    group): rank 0 evaluates the unconditional half, rank 1 the conditional one, and an all-gather gives both
+    processes both halves, in the order one process batches them: the same estimate in each, so they step alike."""
+    rank: int
+
+    def gather(self, half: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        halves = [torch.empty_like(half) for _ in range(2)]
+        dist.all_gather(halves, half.contiguous())
+        return torch.cat(halves)
 
 
 @dataclass
@@ -116,8 +158,10 @@ class VideoPipeline:
                              "block); use offload model with compile, or sequential without it")
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
         self.decode_overlap, self.compiled = decode_overlap, compile
-        # the last clip's work: U-Net evaluations (guidance halves counted apart) and their counted FLOPs
-        self.unet_calls, self.unet_flops, self.flops_by_shape = 0, 0, {}
+        # the last clip's work: U-Net evaluations (guidance halves counted apart) and their counted FLOPs, and the
+        # FLOPs of this process (its half of them with a guidance split)
+        self.unet_calls, self.unet_flops, self.process_flops, self.flops_by_shape = 0, 0, 0, {}
+        self.guidance_split: GuidanceSplit | None = None
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
         for module in (model.unet, model.image_encoder):  # stored (quantised) weights keep their storage dtype
@@ -180,41 +224,57 @@ class VideoPipeline:
             decoded = decode_latents(vae, latents, self.device, chunk, self.decode_overlap, tile, progress, most)
         return decoded
 
-    def frame_denoiser(self, clip: Tensor, latent: Tensor, y: Tensor, frames: int,
-                       unconditional: bool = True) -> Denoiser:
+    def frame_denoiser(self, clip: Tensor, latent: Tensor, y: Tensor, frames: int, unconditional: bool = True,
+                       cache: CachedCalls | None = None) -> Denoiser:
         """D(x; σ) of a clip conditioned on one image, (conditional, unconditional or None): clip (1, 1, D) and
         latent (1, 4, h, w) from encode_condition, y (T, adm). The unconditional branch zeroes only the CLIP token
-        and the conditioning latent; y is the same."""
+        and the conditioning latent; y is the same. cache: the U-Net's deep features reused between calls.
+
+        The halves go through the U-Net one after the other, each a batch of T frames, rather than as one batch of
+        2·T: the same work, half the activations' memory, and the same batch shapes as in the two processes of a
+        guidance split (self.guidance_split), so that those give the very frames one process gives (a matrix
+        product's rounding can depend on its batch size)."""
         context = clip.to(self.dtype).expand(frames, -1, -1)  # (T, 1, D)
         concat = latent.to(self.dtype).expand(frames, -1, -1, -1)  # (T, 4, h, w)
-        unet, dtype, t = self.unet, self.dtype, frames
+        conditions = {0: (torch.zeros_like(context), torch.zeros_like(concat)), 1: (context, concat)}
+        split = self.guidance_split if unconditional else None
+        here = ([0, 1] if unconditional else [1]) if split is None else [split.rank]  # 0: unconditional, 1: cond.
+        unet, dtype, t, total = self.unet, self.dtype, frames, 1 + int(unconditional)
 
         def denoise(x: Tensor, sigma: Tensor):
             sc = Scalings.at(sigma.float())
-            n = 2 if unconditional else 1
-            xin = (sc.c_in * x).to(dtype)
-            ctx = torch.cat([torch.zeros_like(context), context]) if unconditional else context
-            cat = torch.cat([torch.zeros_like(concat), concat]) if unconditional else concat
-            net_in = torch.cat([xin.repeat(n, 1, 1, 1), cat], dim=1)
-            c_noise = sc.c_noise.expand(n * t).to(self.device)
-            out = unet(net_in, c_noise, ctx, y.repeat(n, 1), t).float()
-            self.count_call(n, t, *x.shape[-2:])
-            d = sc.c_skip * x.repeat(n, 1, 1, 1) + sc.c_out * out
+            x_in, c_noise = (sc.c_in * x).to(dtype), sc.c_noise.expand(t).to(self.device)
+            if cache:
+                cache.next_call()
+            outs = []
+            for half in here:
+                half_context, half_concat = conditions[half]
+                net_in = torch.cat([x_in, half_concat], dim=1)  # (T, 8, h, w)
+                outs.append(unet(net_in, c_noise, half_context, y, t, cache=cache.half(half) if cache else None))
+            out = torch.cat(outs).float()
+            self.count_call(total, t, *x.shape[-2:], 0 if not cache or cache.refresh else CACHE_DEPTH, here=len(here))
+            if split:
+                out = split.gather(out)
+            d = sc.c_skip * x.repeat(total, 1, 1, 1) + sc.c_out * out
             return (d[t:], d[:t]) if unconditional else (d, None)
         return denoise
 
-    def call_flops(self, halves: int, frames: int, height: int, width: int) -> int:
-        """FLOPs of one U-Net forward over `halves` clips of `frames` latent frames, counted once per shape on the
-        meta device."""
-        key = (halves, frames, height, width)
+    def call_flops(self, halves: int, frames: int, height: int, width: int, cached_depth: int = 0) -> int:
+        """FLOPs of one U-Net forward over `halves` clips of `frames` latent frames (a cached call of that depth if
+        given), counted once per shape on the meta device."""
+        key = (halves, frames, height, width, cached_depth)
         if key not in self.flops_by_shape:
-            self.flops_by_shape[key] = unet_call_flops(self.model.architecture.unet, halves, frames, height, width)
+            self.flops_by_shape[key] = unet_call_flops(self.model.architecture.unet, halves, frames, height, width,
+                                                       cached_depth)
         return self.flops_by_shape[key]
 
-    def count_call(self, halves: int, frames: int, height: int, width: int) -> None:
-        """Add one U-Net forward over `halves` clips of `frames` latent frames to the clip's work."""
+    def count_call(self, halves: int, frames: int, height: int, width: int, cached_depth: int = 0,
+                   here: int | None = None) -> None:
+        """Add one U-Net forward over `halves` clips of `frames` latent frames to the clip's work, of which this
+        process evaluated `here` halves (default all)."""
         self.unet_calls += halves
-        self.unet_flops += self.call_flops(halves, frames, height, width)
+        self.unet_flops += self.call_flops(halves, frames, height, width, cached_depth)
+        self.process_flops += self.call_flops(halves if here is None else here, frames, height, width, cached_depth)
 
     @torch.no_grad()
     def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
@@ -246,7 +306,7 @@ class VideoPipeline:
         n = settings.frames
         t = min(settings.window or n, n)
         windows = temporal_windows(n, t, settings.overlap)
-        self.unet_calls = self.unet_flops = 0
+        self.unet_calls = self.unet_flops = self.process_flops = 0
         if len(windows) > 1 and not 1 <= settings.overlap < t:
             raise ValueError(f"overlap {settings.overlap}: windows must share at least one frame and fewer than {t}")
         bidirectional = end is not None and settings.keyframes == "bidirectional"
@@ -277,23 +337,24 @@ class VideoPipeline:
         scales = [ramp] + [torch.full_like(ramp, settings.cfg_min)] * (len(windows) - 1)
         guides = [bidirectional or not torch.all(s == 1.0) for s in scales]  # scales all 1: no unconditional pass
         last = len(windows) - 1
-        if progress:  # the work ahead, so the caller can state it and give an ETA once the first step is timed
-            h, w = latent.shape[-2:]
-            calls = [1 + int(guide) for guide in guides] + ([1 + int(guides[0])] if end is not None else [])
-            step = sum(self.call_flops(c, t, h, w) for c in calls)
-            progress("sample-flops", step * denoiser_calls(settings.sampler, settings.steps) // settings.steps,
-                     settings.steps)
-        sigmas = sigma_schedule(settings.schedule, settings.steps, settings.sigma_min, settings.sigma_max)
-        on_step = self.steps_to(progress)
+        denoisers = [1 + int(guide) for guide in guides] + ([1 + int(guides[0])] if end is not None else [])
+        every = settings.cache
+        caches = [CachedCalls(every) if every > 1 else None for _ in denoisers]  # each window's, then the end's
+        if settings.sampler == "lcm":
+            sigmas = lcm_sigmas(settings.steps, settings.sigma_min, settings.sigma_max)
+        else:
+            sigmas = sigma_schedule(settings.schedule, settings.steps, settings.sigma_min, settings.sigma_max)
+        on_step = self.steps_to(progress, self.step_flops(settings, denoisers, t, *latent.shape[-2:]))
         if bidirectional:
             with self.phase(self.model.unet) if self.offload == "model" else nullcontext():
-                return sample_bidirectional(self.frame_denoiser(clip, latent, y, t, True),
-                                            self.frame_denoiser(clip_end, latent_end, y, t, True), noise, sigmas,
-                                            bounds[0], bounds[1], 1.0, lambda: torch.randn(noise.shape, generator=g),
-                                            on_step=on_step)
+                return sample_bidirectional(self.frame_denoiser(clip, latent, y, t, True, caches[0]),
+                                            self.frame_denoiser(clip_end, latent_end, y, t, True, caches[1]), noise,
+                                            sigmas, bounds[0], bounds[1], 1.0,
+                                            lambda: torch.randn(noise.shape, generator=g), on_step=on_step)
 
-        first_window = self.frame_denoiser(clip, latent, y, t, guides[0])
-        end_window = self.frame_denoiser(clip_end, latent_end, y, t, guides[0]) if end is not None else None
+        first_window = self.frame_denoiser(clip, latent, y, t, guides[0], caches[0])
+        end_window = self.frame_denoiser(clip_end, latent_end, y, t, guides[0], caches[-1]) if end is not None \
+            else None
 
         def window_denoiser(k: int, estimate: Tensor | None) -> Denoiser:
             if k == 0:
@@ -301,7 +362,7 @@ class VideoPipeline:
             else:  # conditioned on the estimate of its first frame (unscaled, as encoded), the image before one
                 start = windows[k][0]
                 condition = latent if estimate is None else estimate[start:start + 1] / SCALE_FACTOR
-                denoise = self.frame_denoiser(clip, condition, y, t, guides[k])
+                denoise = self.frame_denoiser(clip, condition, y, t, guides[k], caches[k])
             if end is None or k < last:
                 return denoise
             fused = time_reversal_fusion(denoise, end_window, scales[k], ramp)
@@ -312,16 +373,35 @@ class VideoPipeline:
             return sample_with(settings.sampler, denoise, noise, sigmas, torch.ones(n),
                                lambda: torch.randn(noise.shape, generator=g), on_step)
 
-    def steps_to(self, progress: Progress | None):
-        """The sampler's step callback reporting to progress (None without one): each step once the device has
-        finished it, and the compiling first step marked as such."""
+    def step_flops(self, settings: SamplingSettings, denoisers: list[int], frames: int, height: int,
+                   width: int) -> list[int]:
+        """The FLOPs this process will spend at each step, before any is run: every denoiser (`denoisers`: the
+        guidance halves of each) calls the U-Net once per step (Heun: twice but at the last), on cached features
+        at the calls the cache schedule gives, and with a guidance split this process evaluates one half."""
+        split = self.guidance_split is not None
+        flops, index = [], 0
+        for calls in calls_per_step(settings.sampler, settings.steps):
+            depths = [CACHE_DEPTH if cached_call(settings.cache, index + j) else 0 for j in range(calls)]
+            flops.append(sum(self.call_flops(1 if split and halves == 2 else halves, frames, height, width, depth)
+                             for halves in denoisers for depth in depths))
+            index += calls
+        return flops
+
+    def steps_to(self, progress: Progress | None, step_flops: list[int]):
+        """The sampler's step callback reporting to progress (None without one): before the first step the FLOPs
+        of all of them ("sample-flops"), then each step once the device has finished it, preceded by the FLOPs
+        done so far ("sample-work"), so that an ETA can weigh the steps ahead by their work (a cached step is
+        cheaper than a full one); the compiling first step marked as such."""
         if not progress:
             return None
+        total = sum(step_flops)
+        progress("sample-flops", total, len(step_flops))
         if self.compiled:
             progress("compile", 0, 1)  # the first call compiles: its time is not a step's
 
         def on_step(i: int, n: int) -> None:
             synchronize(self.device)  # the step is done, not just queued, when the callback reads its clock
+            progress("sample-work", sum(step_flops[:i]), total)
             if i == 1 and self.compiled:
                 progress("compile", 1, 1)
             progress("sample", i, n)

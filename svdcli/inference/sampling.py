@@ -222,12 +222,47 @@ def sample_dpmpp_2m(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: 
     return x
 
 
-SAMPLERS = ("euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-sde")
+LCM_TRAINING_LEVELS = 40  # AnimateLCM-SVD's consistency distillation: 40 Karras levels from 700 down to 0.002
+
+
+def lcm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0,
+               levels: int = LCM_TRAINING_LEVELS) -> Tensor:
+    """The σ of a few-step consistency sampler, then a final 0: every (levels // steps)-th of the levels the model
+    was distilled on (Karras ρ = 7 from σ_max to σ_min), from the top, as AnimateLCM-SVD's scheduler picks them;
+    4 steps: 700, 128.56, 13.678, 0.49688. (steps + 1,), float32."""
+    if not 1 <= steps <= levels:
+        raise ValueError(f"steps {steps}: a consistency model samples at 1 to {levels} of its levels")
+    picked = torch.arange(steps, dtype=torch.float64) * (levels // steps) / (levels - 1)  # ramp positions
+    max_inv, min_inv = sigma_max ** (1 / 7), sigma_min ** (1 / 7)
+    sigmas = ((max_inv + picked * (min_inv - max_inv)) ** 7).float()
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def sample_lcm(denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor, renoise: Noise,
+               on_step: StepCallback | None = None) -> Tensor:
+    """Multistep consistency sampling (Song et al., 2023), as AnimateLCM-SVD runs it: at each σ the (guided)
+    estimate D is taken as the clean clip, and the next step starts from it noised afresh to the next level,
+    x ← D + σ_next·ε; the last estimate is the result. For consistency-distilled models only (lcm_sigmas): an
+    undistilled model's estimate at high σ is a blur, which this sampler keeps rather than refines. The scalings
+    are the same v-parameterisation as the other samplers' (AnimateLCM-SVD's scheduler keeps SVD's)."""
+    x = initial_latents(noise, sigmas)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma_next = sigmas[i + 1].item()
+        x = guided(*denoise(x, sigmas[i]), guidance)
+        if sigma_next > 0:
+            x = x + sigma_next * renoise().to(x)
+        if on_step:
+            on_step(i + 1, n)
+    return x
+
+
+SAMPLERS = ("euler", "euler-a", "heun", "dpmpp-2m", "dpmpp-2m-sde", "lcm")
 
 
 def sample_with(sampler: str, denoise: Denoiser, noise: Tensor, sigmas: Tensor, guidance: Tensor, renoise: Noise,
                 on_step: StepCallback | None = None) -> Tensor:
-    """Run the named sampler (SAMPLERS); renoise feeds the stochastic ones (euler-a, dpmpp-2m-sde)."""
+    """Run the named sampler (SAMPLERS); renoise feeds the stochastic ones (euler-a, dpmpp-2m-sde, lcm)."""
     if sampler == "euler":
         return sample_euler(denoise, noise, sigmas, guidance, on_step)
     if sampler == "euler-a":
@@ -237,12 +272,19 @@ def sample_with(sampler: str, denoise: Denoiser, noise: Tensor, sigmas: Tensor, 
     if sampler in ("dpmpp-2m", "dpmpp-2m-sde"):
         return sample_dpmpp_2m(denoise, noise, sigmas, guidance, renoise if sampler.endswith("sde") else None,
                                on_step)
+    if sampler == "lcm":
+        return sample_lcm(denoise, noise, sigmas, guidance, renoise, on_step)
     raise ValueError(f"sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
 
 
+def calls_per_step(sampler: str, steps: int) -> list[int]:
+    """Denoiser calls at each step of a run: Heun's 2 per step but the last, 1 for the others."""
+    return [2] * (steps - 1) + [1] if sampler == "heun" else [1] * steps
+
+
 def denoiser_calls(sampler: str, steps: int) -> int:
-    """Denoiser calls of a run of `steps` steps: Heun's 2 per step but the last, 1 for the others."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    """Denoiser calls of a run of `steps` steps."""
+    return sum(calls_per_step(sampler, steps))
 
 
 def sample_bidirectional(denoise_start: Denoiser, denoise_end: Denoiser, noise: Tensor, sigmas: Tensor,

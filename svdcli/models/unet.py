@@ -320,6 +320,18 @@ def _checkpointed(layer: nn.Module, *args) -> Tensor:
     return checkpoint(layer, *args, use_reentrant=False)
 
 
+@dataclass
+class DeepFeatureCache:
+    """The U-Net's deep features, kept between calls (DeepCache, Ma et al., 2024): a refreshing call runs the whole
+    network and keeps the input of its last `depth` output blocks (before their skip concatenation); a cached call
+    runs only the first `depth` input blocks and the last `depth` output blocks, and takes the rest from the kept
+    features. Adjacent sampling steps change the deep features little; the shallow blocks carry what does change
+    (the noise level's fine detail). One cache per denoised clip (its batch: the guidance halves together)."""
+    depth: int = 1
+    refresh: bool = True
+    features: Tensor | None = None
+
+
 class VideoUNet(nn.Module):
     def __init__(self, cfg: UNetConfig = UNetConfig()):
         super().__init__()
@@ -384,25 +396,36 @@ class VideoUNet(nn.Module):
                 m.max_tokens = max_tokens
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int,
-                image_only_indicator: Tensor | None = None, view_latents: Tensor | None = None) -> Tensor:
+                image_only_indicator: Tensor | None = None, view_latents: Tensor | None = None,
+                cache: DeepFeatureCache | None = None) -> Tensor:
         """x (B·T, in, h, w); timesteps (B·T,) real-valued (c_noise); context (B·T, 1, context_dim);
         y (B·T, adm); image_only_indicator (B, T) or None (all video) -> (B·T, out, h, w).
 
         SV4D (cfg.motion_attention): x holds B windows of T frames × V views, frame-major, and num_frames = T·V (the
         temporal convolutions run along all of them); context (B, T, context_dim), one CLIP token per frame;
-        view_latents (B·V, 4, h, w): each view's latent at the window's reference frame."""
+        view_latents (B·V, 4, h, w): each view's latent at the window's reference frame.
+        cache: see DeepFeatureCache; a cached call needs the features of a refreshing call of the same shapes."""
         dtype = x.dtype  # the compute dtype: callers hand in x in the dtype they want the network to run in
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(dtype))
         emb = emb + self.label_emb(y.to(dtype))
         h, context = x, context.to(dtype)
         ckpt = self.checkpointing and torch.is_grad_enabled()
         skips = []
-        for block in self.input_blocks:
+        cached = cache is not None and not cache.refresh
+        shallow = len(self.output_blocks) - cache.depth if cache is not None else None  # first output block run
+        for block in self.input_blocks[:cache.depth] if cached else self.input_blocks:
             h = block(h, emb, context, num_frames, image_only_indicator, checkpointed=ckpt, view_latents=view_latents)
             skips.append(h)
-        h = self.middle_block(h, emb, context, num_frames, image_only_indicator, checkpointed=ckpt,
-                              view_latents=view_latents)
-        for block in self.output_blocks:
+        if cached:
+            h = cache.features
+        else:
+            h = self.middle_block(h, emb, context, num_frames, image_only_indicator, checkpointed=ckpt,
+                                  view_latents=view_latents)
+        for index, block in enumerate(self.output_blocks):
+            if cached and index < shallow:
+                continue
+            if cache is not None and not cached and index == shallow:
+                cache.features = h
             h = torch.cat([h, skips.pop()], dim=1)
             target = skips[-1].shape[-2:] if skips else None  # the next skip's size is where an upsample must land
             h = block(h, emb, context, num_frames, image_only_indicator, target, checkpointed=ckpt,
