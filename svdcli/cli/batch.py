@@ -49,7 +49,7 @@ def batch(
     weights_dtype: str = options.WEIGHTS_DTYPE, device: str = options.DEVICE, dtype: str = options.DTYPE,
     fmt: str = options.FORMAT, quality: float = options.QUALITY, loop: bool = options.LOOP,
     pingpong: bool = options.PINGPONG, keyframes: str = options.KEYFRAMES, overlap: int = options.OVERLAP,
-    sampler: str = options.SAMPLER, schedule: str = options.SCHEDULE,
+    sampler: str = options.SAMPLER, schedule: str = options.SCHEDULE, cache: int = options.CACHE,
     no_watermark: bool = options.NO_WATERMARK, interpolate: int = options.INTERPOLATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per item on stdout."),
     quiet: bool = options.QUIET, lora: list[str] = options.LORA, save_latents: bool = options.SAVE_LATENTS,
@@ -64,7 +64,7 @@ def batch(
     flags = {"frames": frames, "steps": steps, "fps": fps, "fps_id": fps_id, "motion": motion, "noise_aug": noise_aug,
              "cfg_min": cfg_min, "cfg_max": cfg_max, "size": size, "resize": resize, "decode_chunk": decode_chunk,
              "fmt": fmt, "loop": loop, "quality": quality, "interpolate": interpolate, "pingpong": pingpong,
-             "keyframes": keyframes, "overlap": overlap, "sampler": sampler, "schedule": schedule}
+             "keyframes": keyframes, "overlap": overlap, "sampler": sampler, "schedule": schedule, "cache": cache}
     try:
         p = options.default_preset(preset, weights, quiet)
         watermark = not no_watermark and watermark_available()

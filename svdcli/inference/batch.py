@@ -23,7 +23,7 @@ IMAGE_GLOBS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff",
 OVERRIDES = {"frames": int, "steps": int, "fps": int, "fps_id": int, "motion": int, "noise_aug": float,
              "cfg_min": float, "cfg_max": float, "size": str, "resize": str, "decode_chunk": str, "seed": int,
              "name": str, "format": str, "loop": bool, "interpolate": int, "pingpong": bool, "keyframes": str,
-             "overlap": int, "sampler": str, "schedule": str}
+             "overlap": int, "sampler": str, "schedule": str, "cache": int}
 
 
 class BatchError(ValueError):
