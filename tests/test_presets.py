@@ -7,7 +7,8 @@ from svdcli.checkpoints.presets import PresetError, builtin_names, load_preset
 
 
 def test_builtin_presets_hold_the_reference_defaults():
-    assert builtin_names() == ["demo", "sv3d-p", "sv3d-u", "sv4d", "sv4d2", "sv4d2-8views", "svd",
+    assert builtin_names() == ["animatelcm-svd-xt", "animatelcm-svd-xt-1.1", "demo", "sv3d-p", "sv3d-u", "sv4d",
+                               "sv4d2", "sv4d2-8views", "svd",
                                "svd-image-decoder", "svd-xt", "svd-xt-1.1", "svd-xt-image-decoder"]
     svd, xt, xt11, sv3d = (load_preset(n) for n in ("svd", "svd-xt", "svd-xt-1.1", "sv3d-p"))
     assert (svd.frames, svd.steps, svd.cfg_min, svd.cfg_max, svd.fps_id) == (14, 25, 1.0, 2.5, 6)

@@ -90,12 +90,13 @@ def generate(
         split = check_split(gpus, o, device)
     except (PresetError, OptionsError, ImageError, OutputError, WeightsError, ValueError) as x:
         fail(options.user_message(x, options.OPTION_FLAGS))
-    seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     if split and "WORLD_SIZE" not in os.environ:  # checked above, so a bad flag is one line, not one per process
-        raise typer.Exit(torchrun(2, ["--seed", str(seed)]))  # both processes draw the same noise
+        # the seed drawn (and said) here, so that both processes draw the same noise; they say the rest
+        raise typer.Exit(torchrun(2, ["--seed", str(options.seed_or_drawn(seed, quiet))]))
+    seed = options.announce(warnings, o, picture.size, no_watermark, seed, quiet)
     with ProgressView(err, quiet) as progress:
         engine = options.open_engine(p, weights_path, engine_setup, progress)
-        if split_rank() is not None and engine.split_guidance():
+        if split_rank() is not None and engine.split_guidance() == 1:  # the second process: it samples alongside
             engine.sample(picture, o, seed, None, end_picture)
             return
         meta = engine.make(image, o, seed, target, progress, picture=picture, save_latents=save_latents,

@@ -70,7 +70,7 @@ class CachedCalls:
     halves: dict[int, DeepFeatureCache] = field(default_factory=dict)
 
     def next_call(self) -> None:
-        self.refresh = self.calls % self.every == 0
+        self.refresh = not cached_call(self.every, self.calls)
         self.calls += 1
 
     def half(self, half: int) -> DeepFeatureCache:
@@ -158,9 +158,9 @@ class VideoPipeline:
                              "block); use offload model with compile, or sequential without it")
         self.model, self.device, self.dtype, self.offload = model, torch.device(device), dtype, offload
         self.decode_overlap, self.compiled = decode_overlap, compile
-        # the last clip's work: U-Net evaluations (guidance halves counted apart) and their counted FLOPs, and the
-        # FLOPs of this process (its half of them with a guidance split)
-        self.unet_calls, self.unet_flops, self.process_flops, self.flops_by_shape = 0, 0, 0, {}
+        # the last clip's work: U-Net evaluations (guidance halves counted apart, both processes' with a guidance
+        # split) and their counted FLOPs
+        self.unet_calls, self.unet_flops, self.flops_by_shape = 0, 0, {}
         self.guidance_split: GuidanceSplit | None = None
         model.unet.set_max_tokens(attention_slice)
         place = self.device if offload == "none" else torch.device("cpu")
@@ -252,7 +252,7 @@ class VideoPipeline:
                 net_in = torch.cat([x_in, half_concat], dim=1)  # (T, 8, h, w)
                 outs.append(unet(net_in, c_noise, half_context, y, t, cache=cache.half(half) if cache else None))
             out = torch.cat(outs).float()
-            self.count_call(total, t, *x.shape[-2:], 0 if not cache or cache.refresh else CACHE_DEPTH, here=len(here))
+            self.count_call(total, t, *x.shape[-2:], 0 if not cache or cache.refresh else CACHE_DEPTH)
             if split:
                 out = split.gather(out)
             d = sc.c_skip * x.repeat(total, 1, 1, 1) + sc.c_out * out
@@ -268,13 +268,11 @@ class VideoPipeline:
                                                        cached_depth)
         return self.flops_by_shape[key]
 
-    def count_call(self, halves: int, frames: int, height: int, width: int, cached_depth: int = 0,
-                   here: int | None = None) -> None:
-        """Add one U-Net forward over `halves` clips of `frames` latent frames to the clip's work, of which this
-        process evaluated `here` halves (default all)."""
+    def count_call(self, halves: int, frames: int, height: int, width: int, cached_depth: int = 0) -> None:
+        """Add U-Net forwards over `halves` clips of `frames` latent frames (cached ones of that depth, if given)
+        to the clip's work."""
         self.unet_calls += halves
         self.unet_flops += self.call_flops(halves, frames, height, width, cached_depth)
-        self.process_flops += self.call_flops(halves if here is None else here, frames, height, width, cached_depth)
 
     @torch.no_grad()
     def generate(self, image: Tensor, settings: SamplingSettings, seed: int, progress: Progress | None = None,
@@ -306,7 +304,7 @@ class VideoPipeline:
         n = settings.frames
         t = min(settings.window or n, n)
         windows = temporal_windows(n, t, settings.overlap)
-        self.unet_calls = self.unet_flops = self.process_flops = 0
+        self.unet_calls = self.unet_flops = 0
         if len(windows) > 1 and not 1 <= settings.overlap < t:
             raise ValueError(f"overlap {settings.overlap}: windows must share at least one frame and fewer than {t}")
         bidirectional = end is not None and settings.keyframes == "bidirectional"
