@@ -29,9 +29,10 @@ def test_every_cut_and_fade_is_found():
     cuts = find_cuts(np.concatenate([a, b, d]), 12.0)
     assert [(x.kind, x.start) for x in cuts] == [("cut", 24), ("cut", 48)]
     faded = find_cuts(fade(a, c, 10), 12.0)  # dissolve frames 24..33
-    assert len(faded) == 1 and faded[0].kind == "fade" and abs(faded[0].start - 24) <= 1 and abs(faded[0].end - 34) <= 1
-    both = find_cuts(np.concatenate([fade(a, c, 8), d]), 12.0)  # a fade, then an abrupt cut at 56
-    assert [x.kind for x in both] == ["fade", "cut"] and both[1].start == 56
+    assert len(faded) == 1 and faded[0].kind == "dissolve" and abs(faded[0].start - 24) <= 1 and \
+        abs(faded[0].end - 34) <= 1
+    both = find_cuts(np.concatenate([fade(a, c, 8), d]), 12.0)  # a dissolve, then an abrupt cut at 56
+    assert [x.kind for x in both] == ["dissolve", "cut"] and both[1].start == 56
 
 
 @pytest.mark.parametrize("kind", ["pan-right", "pan-left", "tilt-down", "zoom-in", "zoom-out", "roll", "static"])

@@ -102,7 +102,7 @@ def image_scene(path: str | Path, h: int, w: int) -> np.ndarray:
     return np.asarray(fit(load_image(path), w, h, "crop"), np.float32) / 255
 
 
-def _sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A textured disc or box (size, size, 3) and its soft alpha mask (size, size, 1)."""
     tex = _noise(rng, size, size, (2, 4)) * 0.6 + rng.random(3).astype(np.float32) * 0.4
     mask = np.zeros((size, size), np.float32)
@@ -124,7 +124,7 @@ def render(background: np.ndarray, motion: Motion, frames: int, fps: float, size
     duration = max(frames - 1, 1) / fps
     for _ in range(motion.objects):
         s = int(rng.integers(max(4, h // 10), max(6, h // 5)))
-        tex, mask = _sprite(rng, s)
+        tex, mask = sprite(rng, s)
         pos = np.array([rng.uniform(0, w - s), rng.uniform(0, h - s)])
         end = pos + rng.uniform(-0.15, 0.15, 2) * w * duration  # up to 15% of the width per second...
         end = np.clip(end, 0, [w - s, h - s])  # ...and never leaving the frame

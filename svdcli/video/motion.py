@@ -111,114 +111,327 @@ def clip_motion(frames: np.ndarray, fps: float, sample_fps: float = 2.0) -> Clip
     return ClipMotion(label, round(confidence, 3), mean("magnitude"), pan, tilt, zoom, roll, mean("residual"))
 
 
-# --- cuts ------------------------------------------------------------------------------------------------------------
+# --- transitions -----------------------------------------------------------------------------------------------------
+#
+# Two frames of one shot are one camera move apart: a similarity transform (fitted to the optical flow between
+# neighbouring frames, and composed over longer spans) maps one onto the other, leaving a small residual. Frames of two
+# shots leave a residual of the order of the pictures' own contrast, whatever transform is tried. Every test below is
+# that one comparison (`_Frames.unrelated`), at different spans: consecutive frames for cuts, spans of 2 to 32 frames
+# for gradual transitions. Through a dissolve frame t is (1 − α)·A_t + α·B_t, so its residual against shot A carried
+# to t is α·|B − A|, linear in α (a fade is a dissolve with black): the blend weight of every frame is measured, and a
+# ramp fitted to them gives the transition's first and last frames.
 
-def _thumb(frame: np.ndarray) -> np.ndarray:
-    """A 32×18 colour thumbnail in [0, 1]: blind to small motion, not to a change of scene."""
-    return cv2.resize(frame, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-
-
-def _change(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).mean())
+TRANSITION_WIDTH = 96  # grey copies this wide: the flow and the residuals of whole pictures need no more
+UNRELATED = 0.5  # unrelatedness above which two frames are of two shots, whatever the clip
+MIN_CHANGE = 0.08  # below this, never (compression and noise)
+SPIKE = 8.0  # and between the two, when this many times the level of the same comparison around it
+MIN_BLEND = 3  # frames: shorter blends (a soft cut) are left in the clips, whose frames they hardly change
+BLEND = 0.35  # a blend's frames differ from (1 − α)·A + α·B by under this share of |B − A|
+ISOLATED = 3.0  # a cut's change is this many times those of the frames before and after it
+SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual transitions of up to about 30 frames
+DARK_LEVEL = 0.06  # mean brightness under which a frame is black (with compression noise)
+DARK = 0.25  # a gradual transition whose darkest frame keeps less than this of its ends' brightness is a fade
 
 
 @dataclass
 class Cut:
     start: int  # first frame of the transition
-    end: int  # first frame after it (start + 1... for a fade; start == end for an abrupt cut)
-    kind: str  # "cut" or "fade"
+    end: int  # first frame after it (start == end for an abrupt cut)
+    kind: str  # "cut", "dissolve", "fade-out" (to black) or "fade-in" (from black)
 
 
-def find_cuts(frames: np.ndarray, fps: float, cheap_fps: float = 4.0, cut_min: float = 0.06, spike: float = 3.0,
-              fade_min: float = 0.06, fade_seconds: float = 1.5) -> list[Cut]:
-    """The paper's cascade. A cheap pass at a low frame rate looks for abrupt cuts: a thumbnail change that is a
-    spike (several times the changes around it; a smooth pan changes steadily), then located at the full rate.
-    Only the segments between cuts are examined at the full rate for gradual transitions: a window whose frames are
-    all blends of its end frames (a dissolve or fade; a pan's frames are not blends) with a rising blend weight."""
+class _Frames:
+    """A clip's grey copies, the camera transform from each frame to the next, and comparisons between frames."""
+
+    def __init__(self, frames: np.ndarray):
+        self.grey = [grey_small(f, TRANSITION_WIDTH).astype(np.float32) / 255 for f in frames]
+        h, w = self.grey[0].shape
+        self.inner = (slice(h // 8, h - h // 8), slice(w // 8, w - w // 8))  # content entering at the borders
+        self.contrast = [max(float(g[self.inner].std()), 0.02) for g in self.grey]
+        self.level = [float(g[self.inner].mean()) for g in self.grey]
+        ys, xs = np.mgrid[2:h - 2:3, 2:w - 2:3].reshape(2, -1).astype(np.float32)
+        self.points = np.stack([xs, ys], 1)
+        self.steps = [self._transform(a, b) for a, b in zip(self.grey, self.grey[1:])]
+        # the transform from frame 0 to frame t, so that frame i's to frame j's is totals[j]·totals[i]⁻¹
+        self.totals = [np.eye(3)]
+        for step in self.steps:
+            self.totals.append(step @ self.totals[-1])
+
+    def _transform(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        f = flow((a * 255).astype(np.uint8), (b * 255).astype(np.uint8))  # a(x) moves to x + f(x) in b
+        src = self.points
+        m, _ = cv2.estimateAffinePartial2D(src, src + f[src[:, 1].astype(int), src[:, 0].astype(int)],
+                                           method=cv2.RANSAC, ransacReprojThreshold=1.0)
+        return np.vstack([m, [0, 0, 1]]) if m is not None else np.eye(3)
+
+    def carried(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i carried to frame j by the camera, and where it has content."""
+        m = (self.totals[j] @ np.linalg.inv(self.totals[i]))[:2]
+        h, w = self.grey[i].shape
+        warped = cv2.warpAffine(self.grey[i], m, (w, h), flags=cv2.INTER_LINEAR)
+        valid = cv2.warpAffine(np.ones((h, w), np.float32), m, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+        return warped, cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+
+    def residual(self, i: int, j: int, reference: np.ndarray | None = None,
+                 overlap: float = 0.1) -> float | None:
+        """The median absolute difference between frame j and frame i carried to it (or `reference`, already in
+        j's place), over the inner region where it has content; None where less than `overlap` of it does."""
+        if reference is None:
+            carried, valid = self.carried(i, j) if i != j else (self.grey[i], None)
+        else:
+            carried, valid = reference, None
+        diff = np.abs(self.grey[j] - carried)[self.inner]
+        if valid is not None:
+            valid = valid[self.inner]
+            if valid.mean() < overlap:
+                return None
+            diff = diff[valid]
+        return float(np.median(diff))
+
+    def unrelated(self, i: int, j: int) -> float | None:
+        """How unlike two frames are once the camera's move is undone: 1 − their correlation in a 3 × 4 grid of
+        blocks where both have content, the lower quartile over the blocks (about 1 for two shots, or a shot and
+        black: every block changes; near 0 within one shot, whatever the gain between them, as through a fade, and
+        whatever an object covers, up to a quarter of the blocks), or None where the move leaves too little overlap
+        to tell."""
+        carried, valid = self.carried(i, j)
+        valid, carried, target = valid[self.inner], carried[self.inner], self.grey[j][self.inner]
+        if valid.mean() < 0.4:
+            return None
+        h, w = valid.shape
+        values, flat = [], 0
+        for rows in np.array_split(np.arange(h), 3):
+            for cols in np.array_split(np.arange(w), 4):
+                block = np.ix_(rows, cols)
+                ok = valid[block]
+                if ok.mean() < 0.5:
+                    continue
+                x, y = carried[block][ok], target[block][ok]
+                sx, sy = float(x.std()), float(y.std())
+                if min(sx, sy) < 0.004:  # a flat block (black) is like another flat one and unlike any other
+                    flat += 1
+                    values.append(0.0 if max(sx, sy) < 0.004 else 1.0)
+                    continue
+                values.append(1.0 - float(((x - x.mean()) * (y - y.mean())).mean()) / (sx * sy))
+        return float(np.clip(np.quantile(values, 0.25), 0, 2)) if values else None
+
+
+def find_cuts(frames: np.ndarray, fps: float) -> list[Cut]:
+    """The transitions of a clip: abrupt cuts, then dissolves and fades in the segments between them.
+
+    Whether two frames are of two shots is judged against the clip itself: their unrelatedness (_Frames.unrelated)
+    is a change when it is large (UNRELATED), or well above (SPIKE times) the same comparison's level around it, so
+    two shots of similar pictures are told apart as long as the shots themselves hold still relative to that. A cut
+    at c: frames c − 1 and c changed, and frame c − 1 is still unlike c + 1 and c + 2 (a flash, one to three
+    over-exposed frames after which the picture is the shot's again, is no cut). Gradual transitions: pairs of
+    frames 32, 16, ... 2 frames apart that changed, without a cut between them, bracket a candidate; within it each
+    frame's blend weight is measured against both sides and a ramp fitted, which must rise from 0 to 1 and fit
+    well; dark frames make it a fade to and from black, otherwise it is a dissolve. fps is not needed: spans are in
+    frames, as transitions are (kept for the callers)."""
     n = len(frames)
     if n < 3:
         return []
-    thumbs: dict[int, np.ndarray] = {}
-
-    def th(i):
-        if i not in thumbs:
-            thumbs[i] = _thumb(frames[i])
-        return thumbs[i]
-
-    step = max(1, round(fps / cheap_fps))
-    sampled = list(range(0, n, step)) + ([n - 1] if (n - 1) % step else [])
-    d = [_change(th(a), th(b)) for a, b in zip(sampled, sampled[1:])]
-    cuts = []
-    for k, (a, b) in enumerate(zip(sampled, sampled[1:])):
-        around = d[max(0, k - 3):k] + d[k + 1:k + 4]
-        level = float(np.median(around)) if around else 0.0
-        if d[k] > cut_min and d[k] > spike * level:
-            full = [_change(th(i), th(i + 1)) for i in range(a, b)]
-            j = int(np.argmax(full))
-            if full[j] > 0.6 * d[k]:  # one frame holds the change: abrupt (else a fast fade, found below)
-                cuts.append(Cut(a + j + 1, a + j + 1, "cut"))
+    clip = _Frames(frames)
+    steps = [None] + [clip.unrelated(c - 1, c) for c in range(1, n)]  # steps[c]: frame c − 1 to c
+    flashes = _flash_frames(clip, steps)
+    cuts = [Cut(c, c, "cut") for c in range(1, n)
+            if c not in flashes and c - 1 not in flashes and _is_cut(clip, c, steps, flashes)]
+    found = list(cuts)
     bounds = [0] + [c.start for c in cuts] + [n]
-    win = max(4, round(fade_seconds * fps))
     for s, e in zip(bounds, bounds[1:]):
-        i = s
-        while i + 2 < e:
-            j = min(i + win, e - 1)
-            fade_range = _blend(th, i, j, fade_min)
-            if fade_range and not _moved(frames[i], frames[j]):
-                cuts.append(Cut(*fade_range, "fade"))
-                i = fade_range[1]
-            else:
-                i += max(1, win // 3)
-    merged: list[Cut] = []
-    for c in sorted(cuts, key=lambda c: c.start):  # a long fade can be found as adjacent pieces
-        if merged and c.kind == merged[-1].kind == "fade" and c.start <= merged[-1].end + 1:
-            merged[-1] = Cut(merged[-1].start, max(merged[-1].end, c.end), "fade")
-        else:
-            merged.append(c)
-    return merged
+        found += _gradual(clip, s, e, flashes)
+    out: list[Cut] = []
+    for c in sorted(found, key=lambda c: c.start):  # one transition once, where two brackets found it
+        if not out or c.start >= out[-1].end or c.end == c.start:
+            out.append(c)
+    return out
 
 
-def _blend(th, i: int, j: int, minimum: float) -> tuple[int, int] | None:
-    """If frames i..j hold a dissolve from (near) th(i) to (near) th(j), its [start, end) frames."""
-    a, b = th(i), th(j)
-    direction = b - a
-    size = float(np.abs(direction).mean())
-    if size < minimum:
-        return None
-    dd = float((direction * direction).sum())
-    alphas, worst = [], 0.0
-    for m in range(i + 1, j):
-        alpha = float(((th(m) - a) * direction).sum()) / dd
-        worst = max(worst, _change(th(m), a + alpha * direction) / size)
-        alphas.append(alpha)
-    if worst > 0.2 or not alphas or np.any(np.diff(alphas) < -0.05):
-        return None  # intermediate frames are not blends of the ends (motion), or not a one-way blend
-    seq = [0.0] + alphas + [1.0]
-    moving = [k for k in range(len(seq) - 1) if seq[k + 1] - seq[k] > 0.02]
-    if not moving or seq[-1] - seq[0] < 0.9:
-        return None
-    return i + moving[0] + 1, i + moving[-1] + 1
+def _changed(value: float | None, level: float) -> bool:
+    """Whether an unrelatedness is a change of shot, given the level of the same comparison around it."""
+    return value is not None and (value > UNRELATED or (value > MIN_CHANGE and value > SPIKE * max(level, 0.002)))
 
 
-def _moved(a: np.ndarray, b: np.ndarray, width: int = 128) -> bool:
-    """Whether frame b is frame a moved by the camera: one similarity transform (fitted to the optical flow)
-    explains most of their difference. Small motion of soft texture (a zoom into a blurry field) changes a
-    thumbnail almost linearly, as a dissolve does; a dissolve's end frame is no warp of its start. (The flow alone
-    would not tell: it can match one texture onto an unrelated one.)"""
-    ga, gb = grey_small(a, width), grey_small(b, width)
-    f = flow(ga, gb)  # a(x) moves to x + f(x) in b
-    h, w = ga.shape
-    ys, xs = np.mgrid[2:h - 2:4, 2:w - 2:4].reshape(2, -1).astype(np.float32)
-    src = np.stack([xs, ys], 1)
-    m, _ = cv2.estimateAffinePartial2D(src, src + f[ys.astype(int), xs.astype(int)], method=cv2.RANSAC,
-                                       ransacReprojThreshold=1.0)
-    if m is None:
+def _level(values: list[float | None], around: int, skip: int = 1) -> float:
+    """The median of the values near index `around` (up to 6 on each side), leaving out `skip` on each side."""
+    near = [v for k, v in enumerate(values) if v is not None and skip < abs(k - around) <= 6 + skip]
+    return float(np.median(near)) if near else 0.0
+
+
+def _flash_frames(clip: _Frames, steps: list[float | None]) -> set[int]:
+    """Frames changed from the frame before them, after which (within three frames) the shot comes back."""
+    n, out = len(clip.grey), set()
+    for f in range(1, n - 1):
+        if not _changed(steps[f], _level(steps, f, 3)):
+            continue
+        for k in range(1, 4):
+            if f + k < n and not _changed(clip.unrelated(f - 1, f + k), _level(steps, f, 3)):
+                out.update(range(f, f + k))
+                break
+    return out
+
+
+def _is_cut(clip: _Frames, c: int, steps: list[float | None], flashes: set[int]) -> bool:
+    """Frames c − 1 and c changed, and the shot before is unlike the one after (c + 1, c + 2 against c − 1): a
+    change that lasts. Inside a dissolve or fade consecutive frames stay alike."""
+    around = max(clip.level[max(0, c - 6):c + 6])
+    if min(clip.level[c - 1], clip.level[c]) < max(DARK_LEVEL, DARK * around) or _fading(clip, c):
+        return False  # into or out of black: a fade, found (as a ramp, or a step if abrupt) with the gradual ones
+    level = _level(steps, c)
+    if not _changed(steps[c], level):
         return False
-    warped = cv2.warpAffine(ga, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inner = (slice(h // 8, h - h // 8), slice(w // 8, w - w // 8))  # content entering at the borders has no source
-    before = np.abs(gb.astype(np.float32) - ga)[inner].mean()
-    after = np.abs(gb.astype(np.float32) - warped)[inner].mean()
-    return bool(after < 0.5 * before)
+    neighbours = [v for v in (steps[c - 1], steps[c + 1] if c + 1 < len(steps) else None) if v is not None]
+    if neighbours and steps[c] < ISOLATED * max(neighbours):
+        return False  # a change at every frame: an object passing fast, a camera move the flow could not follow
+    later = [clip.unrelated(c - 1, j) for j in (c + 1, c + 2) if j < len(clip.grey) and j not in flashes]
+    return all(v is None or _changed(v, level) for v in later)
+
+
+def _fading(clip: _Frames, c: int) -> bool:
+    """Whether frame c lies in a fade: the brightness changing by the same sign, by more than 3%, from each frame to
+    the next around it (a cut changes it once; a fade at every frame)."""
+    ratios = [clip.level[k] / max(clip.level[k - 1], 1e-3) for k in range(max(1, c - 1), min(len(clip.level), c + 2))]
+    return len(ratios) == 3 and (all(r < 0.97 for r in ratios) or all(r > 1.03 for r in ratios))
+
+
+def _gradual(clip: _Frames, start: int, end: int, flashes: set[int]) -> list[Cut]:
+    """Dissolves and fades in frames [start, end), a segment with no cut."""
+    found: list[Cut] = []
+    for span in reversed(SPANS):  # the widest brackets first: a fit needs both shots' pure frames around the blend
+        values = [clip.unrelated(t, t + span) if t not in flashes and t + span not in flashes else None
+                  for t in range(start, end - span)]
+        level = float(np.median([v for v in values if v is not None] or [0.0]))  # most spans lie within a shot
+        flagged = [start + k for k, v in enumerate(values) if _changed(v, level)]
+        for run in _runs(flagged):
+            a, b = run[0], run[-1] + span  # the change lies within [a, b]: a is before it, b after it
+            if any(c.start <= b and a < c.end + 1 for c in found):
+                continue  # a transition already found (at a shorter span)
+            if _changed(clip.unrelated(a, b), level):  # the same shot at both ends: a passing object, a flash
+                found += _fit(clip, a, b, flashes, start, end)
+    return found
+
+
+def _runs(ts: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for t in ts:
+        if runs and t == runs[-1][-1] + 1:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
+
+
+def _fit(clip: _Frames, a: int, b: int, flashes: set[int], start: int, end: int) -> list[Cut]:
+    """The transition between frames a (before it) and b (after it), if the frames between are blends: a dissolve,
+    or a fade out to black and/or in from black where the frames are dark. [start, end): the segment, which a
+    fade's bracket may grow to: a fade changes the picture's gain, which the relatedness test does not see, so the
+    bracket (found where the black frames differ from the shot) is grown while the brightness keeps changing."""
+    level = max(clip.level[a], clip.level[b])
+    dark = [m for m in range(a, b + 1) if clip.level[m] < max(DARK_LEVEL, DARK * level)]
+    if not dark:
+        ramp = _ramp(clip, a, b, flashes, "dissolve")
+        return [Cut(*ramp, "dissolve" if ramp[1] > ramp[0] else "cut")] if ramp else []
+    # a fade out to the dark frames, and one in from them (either end may be dark itself); the first frames of a fade
+    # in are as dark as black ones, so each fit runs over all the dark frames, where the ramp is found
+    out, top = [], DARK * level / 10  # a fade's brightness steps: at least a 1/(d + 1) share of it, d <= 30 or so
+    while a > start and abs(clip.level[a - 1] - clip.level[a]) > top:
+        a -= 1
+    while b < end - 1 and abs(clip.level[b + 1] - clip.level[b]) > top:
+        b += 1
+    a, b = max(start, a - 3), min(end - 1, b + 3)
+    dark = [m for m in range(a, b + 1) if clip.level[m] < max(DARK_LEVEL, DARK * level)]
+    if dark[0] > a:
+        ramp = _ramp(clip, a, dark[-1], flashes, "fade-out")
+        out += [Cut(*ramp, "fade-out")] if ramp else []
+    if dark[-1] < b:
+        ramp = _ramp(clip, dark[0], b, flashes, "fade-in")
+        out += [Cut(*ramp, "fade-in")] if ramp else []
+    return out
+
+
+def _ramp(clip: _Frames, a: int, b: int, flashes: set[int], kind: str) -> tuple[int, int] | None:
+    """The [first, end) frames of a blend from frame a's shot to frame b's (black for a fade), fitted again between
+    nearer pure frames until it settles: far from the blend, camera transforms composed over many frames drift, and
+    the measured weights with them."""
+    ramp = _fit_ramp(clip, a, b, flashes, kind)
+    for _ in range(4):
+        if ramp is None or ramp[1] == ramp[0] or kind != "dissolve":
+            return ramp  # a fade's weights come from the brightness, which does not drift
+        near = (max(a, ramp[0] - 3), min(b, ramp[1] + 2))  # two pure frames before it, and its first one after
+        if near == (a, b):
+            break
+        a, b = near
+        settled = _fit_ramp(clip, a, b, flashes, kind)
+        if settled is None or settled == ramp:
+            break
+        ramp = settled
+    return ramp
+
+
+def _fit_ramp(clip: _Frames, a: int, b: int, flashes: set[int], kind: str) -> tuple[int, int] | None:
+    """The [first, end) frames of a blend from frame a's shot to frame b's (black for a fade), fitted as the
+    weight k/(d + 1) of its k-th of d frames; None unless the frames between are one.
+
+    A dissolve's frames are measured against both ends: the residual against shot A carried to the frame is
+    α·|B − A|, against shot B (1 − α)·|B − A|, so α is their ratio, whatever |B − A| is. A fade's weight is the
+    frame's brightness against the shot's, carried to it (so that a camera move that brightens the shot does not
+    pass for the fade). Flash frames are left out."""
+    xs, ys = [], []
+    for m in range(a, b + 1):
+        if m in flashes:
+            continue
+        if kind != "dissolve":  # a fade scales the picture: (1 − α) of the shot's brightness there, or α of it
+            shot, valid = clip.carried(a, m) if kind == "fade-out" else clip.carried(b, m)
+            valid = valid[clip.inner]
+            if valid.mean() > 0.1:
+                ratio = float(clip.grey[m][clip.inner][valid].mean()) / max(float(shot[clip.inner][valid].mean()),
+                                                                             DARK_LEVEL)
+                xs.append(m), ys.append(1 - ratio if kind == "fade-out" else ratio)
+            continue
+        from_a, from_b = clip.residual(a, m), clip.residual(b, m)
+        if from_a is not None and from_b is not None and from_a + from_b > 0:
+            xs.append(m), ys.append(from_a / (from_a + from_b))
+    xs, ys = np.array(xs, np.float64), np.clip(np.array(ys), 0, 1)
+    if len(xs) < 3 or ys[:2].mean() > 0.3 or ys[-2:].mean() < 0.7:
+        return None
+    pairs = np.array([(first, length) for first in range(a + 1, b + 1) for length in range(0, b - first + 1)])
+    # α = (m − first + 1)/(d + 1) on [first, first + d), 0 before, 1 after; length 0: a step (a missed cut)
+    ramps = np.clip((xs[None] - pairs[:, :1] + 1) / (pairs[:, 1:] + 1), 0, 1)
+    err = ((ys[None] - ramps) ** 2).mean(1)
+    k = int(np.argmin(err))
+    first, last = int(pairs[k, 0]), int(pairs[k].sum())
+    # pure frames of each shot around it (not of black, which is pure by itself): a bracket that begins or ends
+    # inside the blend misplaces it
+    pure = (kind == "fade-in" or first - a >= 2) and (kind == "fade-out" or b - last >= 1)
+    if err[k] >= 0.02 or not pure or 0 < last - first < MIN_BLEND:
+        return None
+    return (first, last) if _blended(clip, first, last, kind) else None
+
+
+def _blended(clip: _Frames, first: int, last: int, kind: str) -> bool:
+    """Whether the middle frames of [first, last) are the blends the ramp says, (1 − α)·A + α·B with shot A carried
+    from frame first − 1 and B from frame last (black for a fade), where the two differ: an object passing, or a
+    flash, gives weights that rise from one end to the other without any frame being such a blend."""
+    if last == first:
+        return True  # a step: the cut test's business
+    black = np.zeros_like(clip.grey[first])
+    scores = []
+    for m in sorted({(first + last) // 2, first + (last - first) // 3, first + 2 * (last - first) // 3}):
+        if not first <= m < last:
+            continue
+        before, valid_a = (black, None) if kind == "fade-in" else clip.carried(first - 1, m)
+        after, valid_b = (black, None) if kind == "fade-out" else clip.carried(last, m)
+        alpha = (m - first + 1) / (last - first + 1)
+        apart = np.abs(after - before)
+        mask = apart > max(0.03, 0.25 * clip.contrast[m])
+        for valid in (valid_a, valid_b):
+            mask &= True if valid is None else valid
+        mask = mask[clip.inner]
+        if mask.mean() < 0.05:
+            continue
+        miss = np.abs(clip.grey[m] - (1 - alpha) * before - alpha * after)[clip.inner][mask]
+        scores.append(float(np.median(miss) / np.median(apart[clip.inner][mask])))
+    return bool(scores) and float(np.median(scores)) < BLEND
 
 
 def segments(n: int, cuts: list[Cut]) -> list[tuple[int, int]]:
