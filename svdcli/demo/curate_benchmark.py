@@ -250,7 +250,8 @@ def encode_case(case: Case, folder: str | Path) -> Path:
 
 
 def _families(kind: str) -> set[str]:
-    """The true families a detection of this kind may be: find_cuts says "fade" for any gradual transition."""
+    """The true families a detection of this kind may be (a detector that says only "fade" for any gradual
+    transition, as find_cuts once did, may mean either)."""
     return {FAMILY[kind]} if kind in FAMILY else {"dissolve", "fade"}
 
 
