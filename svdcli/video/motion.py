@@ -172,21 +172,14 @@ class _Frames:
         valid = cv2.warpAffine(np.ones((h, w), np.float32), m, (w, h), flags=cv2.INTER_NEAREST) > 0.5
         return warped, cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
-    def residual(self, i: int, j: int, reference: np.ndarray | None = None,
-                 overlap: float = 0.1) -> float | None:
-        """The median absolute difference between frame j and frame i carried to it (or `reference`, already in
-        j's place), over the inner region where it has content; None where less than `overlap` of it does."""
-        if reference is None:
-            carried, valid = self.carried(i, j) if i != j else (self.grey[i], None)
-        else:
-            carried, valid = reference, None
-        diff = np.abs(self.grey[j] - carried)[self.inner]
-        if valid is not None:
-            valid = valid[self.inner]
-            if valid.mean() < overlap:
-                return None
-            diff = diff[valid]
-        return float(np.median(diff))
+    def residual(self, i: int, j: int) -> float | None:
+        """The median absolute difference between frame j and frame i carried to it, over the inner region where
+        it has content; None where less than a tenth of it does."""
+        carried, valid = self.carried(i, j) if i != j else (self.grey[i], np.ones_like(self.grey[i], bool))
+        valid = valid[self.inner]
+        if valid.mean() < 0.1:
+            return None
+        return float(np.median(np.abs(self.grey[j] - carried)[self.inner][valid]))
 
     def unrelated(self, i: int, j: int) -> float | None:
         """How unlike two frames are once the camera's move is undone: 1 − their correlation in a 3 × 4 grid of
@@ -327,8 +320,11 @@ def _fit(clip: _Frames, a: int, b: int, flashes: set[int], start: int, end: int)
     fade's bracket may grow to: a fade changes the picture's gain, which the relatedness test does not see, so the
     bracket (found where the black frames differ from the shot) is grown while the brightness keeps changing."""
     level = max(clip.level[a], clip.level[b])
-    dark = [m for m in range(a, b + 1) if clip.level[m] < max(DARK_LEVEL, DARK * level)]
-    if not dark:
+
+    def dark_frames(a: int, b: int) -> list[int]:
+        return [m for m in range(a, b + 1) if clip.level[m] < max(DARK_LEVEL, DARK * level)]
+
+    if not dark_frames(a, b):
         ramp = _ramp(clip, a, b, flashes, "dissolve")
         return [Cut(*ramp, "dissolve" if ramp[1] > ramp[0] else "cut")] if ramp else []
     # a fade out to the dark frames, and one in from them (either end may be dark itself); the first frames of a fade
@@ -339,7 +335,7 @@ def _fit(clip: _Frames, a: int, b: int, flashes: set[int], start: int, end: int)
     while b < end - 1 and abs(clip.level[b + 1] - clip.level[b]) > top:
         b += 1
     a, b = max(start, a - 3), min(end - 1, b + 3)
-    dark = [m for m in range(a, b + 1) if clip.level[m] < max(DARK_LEVEL, DARK * level)]
+    dark = dark_frames(a, b)
     if dark[0] > a:
         ramp = _ramp(clip, a, dark[-1], flashes, "fade-out")
         out += [Cut(*ramp, "fade-out")] if ramp else []
