@@ -3,15 +3,16 @@ media.video_io).
 
 Shared by `svd curate` (which clips to train on) and `svd eval` (what a generated clip did).
 
-Camera motion: dense optical flow (OpenCV DIS) between frames sampled at about 2 fps, on a grey copy 256 px wide.
-A least-squares similarity transform fitted to each flow field, x' = s·R(θ)·x + t about the frame centre, gives pan
-and tilt (t, as a fraction of the frame width per second), zoom (log s per second) and roll (θ per second); the
-flow left unexplained is object motion. Sign conventions: a camera panning right moves the content left.
+Camera motion: dense optical flow (OpenCV DIS) between frames sampled at about 2 fps (closer where the picture moves
+far between them), on a grey copy 256 px wide. A least-squares similarity transform fitted to each flow field,
+x' = s·R(θ)·x + t about the frame centre, gives pan and tilt (t, as a fraction of the frame width per second), zoom
+(log s per second) and roll (θ per second); the flow left unexplained is object motion. Sign conventions: a camera
+panning right moves the content left.
 """
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import cv2
 import numpy as np
@@ -49,7 +50,8 @@ class PairMotion:
 
 
 def fit_camera(f: np.ndarray, border: float = 0.08) -> PairMotion:
-    """Least-squares similarity transform of a flow field (ignoring a border where flow is unreliable)."""
+    """Similarity transform of a flow field (ignoring a border where flow is unreliable), fitted by least squares
+    reweighted (Huber's) so that an object crossing the frame does not pull the camera's move with it."""
     h, w = f.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     x, y = x - (w - 1) / 2, y - (h - 1) / 2
@@ -61,8 +63,15 @@ def fit_camera(f: np.ndarray, border: float = 0.08) -> PairMotion:
     m = np.block([[x[:, None], -y[:, None], ones[:, None], zeros[:, None]],
                   [y[:, None], x[:, None], zeros[:, None], ones[:, None]]])
     rhs = np.concatenate([x + u, y + v])
-    (a, b, tx, ty), *_ = np.linalg.lstsq(m, rhs, rcond=None)
-    pred = m @ np.array([a, b, tx, ty]) - np.concatenate([x, y])
+    weights = np.ones(len(x))
+    for _ in range(4):  # points moving unlike the fit (beyond twice the typical miss, or half a pixel) count less
+        weighted = m * np.concatenate([weights, weights])[:, None]
+        params = np.linalg.solve(weighted.T @ m, weighted.T @ rhs)  # the normal equations: 4 × 4
+        miss = np.hypot(*(m @ params - rhs).reshape(2, -1))
+        limit = max(2.0 * float(np.median(miss)), 0.5)
+        weights = np.minimum(1.0, limit / np.maximum(miss, 1e-9))
+    a, b, tx, ty = params
+    pred = m @ params - np.concatenate([x, y])
     res = np.sqrt(np.mean((np.concatenate([u, v]) - pred) ** 2))
     scale = math.hypot(a, b)
     return PairMotion(tx / w, ty / w, math.log(max(scale, 1e-6)), math.atan2(b, a), res / w,
@@ -85,19 +94,40 @@ class ClipMotion:
 # a common scale (a zoom of log 1.1/s moves the frame edge about as much as a pan of 5% of the width/s).
 STILL = 0.012
 WEIGHTS = {"pan": 1.0, "tilt": 1.0, "zoom": 0.5, "roll": 0.5}
+# Mean flow (a share of the width) above which a pair of frames is measured in halves: DIS loses track of moves of
+# more than about a tenth of the picture on repetitive texture, and reads a fast pan as one the other way or a zoom.
+FAR = 0.04
+OUTLIER = 3.0  # a pair whose unexplained flow is this many times the clip's typical one is left out
 
 
 def clip_motion(frames: np.ndarray, fps: float, sample_fps: float = 2.0) -> ClipMotion:
-    """Camera label and motion score of a clip, from frame pairs about 1/sample_fps seconds apart."""
+    """Camera label and motion score of a clip, from frame pairs about 1/sample_fps seconds apart (the mean over
+    them, leaving out a pair the camera's move explains far worse than the others: a flash frame, an object
+    crossing the whole frame)."""
     step = max(1, round(fps / sample_fps))
     idx = list(range(0, len(frames), step))
     if len(idx) < 2:
         idx = [0, len(frames) - 1] if len(frames) > 1 else [0, 0]
-    greys = [grey_small(frames[i]) for i in idx]
-    pairs = [fit_camera(flow(a, b)) for a, b in zip(greys, greys[1:])]
+    greys: dict[int, np.ndarray] = {}
+
+    def motion(i: int, j: int) -> PairMotion:
+        """Frame i to frame j; in halves, summed, where the picture moves more than FAR between them."""
+        for k in (i, j):
+            if k not in greys:
+                greys[k] = grey_small(frames[k])
+        pair = fit_camera(flow(greys[i], greys[j]))
+        if pair.magnitude <= FAR or j - i < 2:
+            return pair
+        halves = motion(i, (i + j) // 2), motion((i + j) // 2, j)
+        return PairMotion(*(sum(values) for values in zip(*map(astuple, halves))))
+
+    pairs = [motion(a, b) for a, b in zip(idx, idx[1:])]
+    if len(pairs) >= 3:
+        typical = float(np.median([p.residual for p in pairs]))
+        pairs = [p for p in pairs if p.residual <= OUTLIER * typical + 0.002]
     dt = max(idx[1] - idx[0], 1) / fps
-    mean = lambda k: float(np.mean([getattr(p, k) for p in pairs])) / dt  # noqa: E731
-    pan, tilt, zoom, roll = mean("tx"), mean("ty"), mean("zoom"), mean("roll")
+    rate = lambda k: float(np.mean([getattr(p, k) for p in pairs])) / dt  # noqa: E731
+    pan, tilt, zoom, roll = rate("tx"), rate("ty"), rate("zoom"), rate("roll")
     parts = {"pan": abs(pan) * WEIGHTS["pan"], "tilt": abs(tilt) * WEIGHTS["tilt"],
              "zoom": abs(zoom) * WEIGHTS["zoom"], "roll": abs(roll) * WEIGHTS["roll"]}
     top = max(parts, key=parts.get)
@@ -108,7 +138,7 @@ def clip_motion(frames: np.ndarray, fps: float, sample_fps: float = 2.0) -> Clip
         label = {"pan": "pan-left" if pan > 0 else "pan-right", "tilt": "tilt-up" if tilt > 0 else "tilt-down",
                  "zoom": "zoom-in" if zoom > 0 else "zoom-out", "roll": "roll"}[top]
         confidence = parts[top] / total
-    return ClipMotion(label, round(confidence, 3), mean("magnitude"), pan, tilt, zoom, roll, mean("residual"))
+    return ClipMotion(label, round(confidence, 3), rate("magnitude"), pan, tilt, zoom, roll, rate("residual"))
 
 
 # --- transitions -----------------------------------------------------------------------------------------------------
@@ -131,6 +161,7 @@ ISOLATED = 3.0  # a cut's change is this many times those of the frames before a
 SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual transitions of up to about 30 frames
 DARK_LEVEL = 0.06  # mean brightness under which a frame is black (with compression noise)
 DARK = 0.25  # a gradual transition whose darkest frame keeps less than this of its ends' brightness is a fade
+TRUSTED = 0.5  # share of the flow between neighbouring frames a camera move must explain to be taken as theirs
 
 
 @dataclass
@@ -151,18 +182,24 @@ class _Frames:
         self.level = [float(g[self.inner].mean()) for g in self.grey]
         ys, xs = np.mgrid[2:h - 2:3, 2:w - 2:3].reshape(2, -1).astype(np.float32)
         self.points = np.stack([xs, ys], 1)
-        self.steps = [self._transform(a, b) for a, b in zip(self.grey, self.grey[1:])]
+        fits = [self._transform(a, b) for a, b in zip(self.grey, self.grey[1:])]
+        trusted = [k for k, (_, share) in enumerate(fits) if share >= TRUSTED]
+        # a step whose flow the fit does not explain (into or out of a flash frame, across a cut: the flow is
+        # noise there) takes the nearest trusted step's move instead: cameras move smoothly
+        self.steps = [m if share >= TRUSTED or not trusted else fits[min(trusted, key=lambda t: abs(t - k))][0]
+                      for k, (m, share) in enumerate(fits)]
         # the transform from frame 0 to frame t, so that frame i's to frame j's is totals[j]·totals[i]⁻¹
         self.totals = [np.eye(3)]
         for step in self.steps:
             self.totals.append(step @ self.totals[-1])
 
-    def _transform(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _transform(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+        """The similarity transform from frame a to frame b (3 × 3), and the share of the flow it explains."""
         f = flow((a * 255).astype(np.uint8), (b * 255).astype(np.uint8))  # a(x) moves to x + f(x) in b
         src = self.points
-        m, _ = cv2.estimateAffinePartial2D(src, src + f[src[:, 1].astype(int), src[:, 0].astype(int)],
-                                           method=cv2.RANSAC, ransacReprojThreshold=1.0)
-        return np.vstack([m, [0, 0, 1]]) if m is not None else np.eye(3)
+        m, inliers = cv2.estimateAffinePartial2D(src, src + f[src[:, 1].astype(int), src[:, 0].astype(int)],
+                                                 method=cv2.RANSAC, ransacReprojThreshold=1.0)
+        return (np.vstack([m, [0, 0, 1]]), float(inliers.mean())) if m is not None else (np.eye(3), 0.0)
 
     def carried(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i carried to frame j by the camera, and where it has content."""
