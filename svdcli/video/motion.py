@@ -162,6 +162,7 @@ SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual tra
 DARK_LEVEL = 0.06  # mean brightness under which a frame is black (with compression noise)
 DARK = 0.25  # a gradual transition whose darkest frame keeps less than this of its ends' brightness is a fade
 TRUSTED = 0.5  # share of the flow between neighbouring frames a camera move must explain to be taken as theirs
+FLAT = 0.01  # a frame whose brightness varies less than this (standard deviation) has no texture for flow to follow
 
 
 @dataclass
@@ -183,11 +184,12 @@ class _Frames:
         ys, xs = np.mgrid[2:h - 2:3, 2:w - 2:3].reshape(2, -1).astype(np.float32)
         self.points = np.stack([xs, ys], 1)
         fits = [self._transform(a, b) for a, b in zip(self.grey, self.grey[1:])]
-        trusted = [k for k, (_, share) in enumerate(fits) if share >= TRUSTED]
-        # a step whose flow the fit does not explain (into or out of a flash frame, across a cut: the flow is
-        # noise there) takes the nearest trusted step's move instead: cameras move smoothly
-        self.steps = [m if share >= TRUSTED or not trusted else fits[min(trusted, key=lambda t: abs(t - k))][0]
-                      for k, (m, share) in enumerate(fits)]
+        textured = [float(g[self.inner].std()) >= FLAT for g in self.grey]
+        trusted = [k for k, (_, share) in enumerate(fits) if share >= TRUSTED and textured[k] and textured[k + 1]]
+        # a step to or from a flat frame (black, a burnt-out flash), or whose flow the fit does not explain (across
+        # a cut: the flow is noise there), takes the nearest trusted step's move instead: cameras move smoothly
+        self.steps = [fits[min(trusted, key=lambda t: abs(t - k))][0] if trusted else m for k, (m, _) in
+                      enumerate(fits)]
         # the transform from frame 0 to frame t, so that frame i's to frame j's is totals[j]·totals[i]⁻¹
         self.totals = [np.eye(3)]
         for step in self.steps:
@@ -364,8 +366,9 @@ def _fit(clip: _Frames, a: int, b: int, flashes: set[int], start: int, end: int)
     if not dark_frames(a, b):
         ramp = _ramp(clip, a, b, flashes, "dissolve")
         return [Cut(*ramp, "dissolve" if ramp[1] > ramp[0] else "cut")] if ramp else []
-    # a fade out to the dark frames, and one in from them (either end may be dark itself); the first frames of a fade
-    # in are as dark as black ones, so each fit runs over all the dark frames, where the ramp is found
+    # a fade out to the darkest frames, and one in from them (either end may be dark itself); the first frames of a
+    # fade in are as dark as black ones, so each fit runs through all the darkest frames, where the ramp is found,
+    # and no further: a fade in straight after a fade out brightens again
     out, top = [], DARK * level / 10  # a fade's brightness steps: at least a 1/(d + 1) share of it, d <= 30 or so
     while a > start and abs(clip.level[a - 1] - clip.level[a]) > top:
         a -= 1
@@ -373,11 +376,13 @@ def _fit(clip: _Frames, a: int, b: int, flashes: set[int], start: int, end: int)
         b += 1
     a, b = max(start, a - 3), min(end - 1, b + 3)
     dark = dark_frames(a, b)
+    lowest = min(clip.level[m] for m in dark)
+    black = [m for m in dark if clip.level[m] <= lowest + DARK_LEVEL / 2]
     if dark[0] > a:
-        ramp = _ramp(clip, a, dark[-1], flashes, "fade-out")
+        ramp = _ramp(clip, a, black[-1], flashes, "fade-out")
         out += [Cut(*ramp, "fade-out")] if ramp else []
     if dark[-1] < b:
-        ramp = _ramp(clip, dark[0], b, flashes, "fade-in")
+        ramp = _ramp(clip, black[0], b, flashes, "fade-in")
         out += [Cut(*ramp, "fade-in")] if ramp else []
     return out
 
