@@ -158,6 +158,7 @@ SPIKE = 8.0  # and between the two, when this many times the level of the same c
 MIN_BLEND = 3  # frames: shorter blends (a soft cut) are left in the clips, whose frames they hardly change
 BLEND = 0.35  # a blend's frames differ from (1 − α)·A + α·B by under this share of |B − A|
 ISOLATED = 3.0  # a cut's change is this many times those of the frames before and after it
+AROUND = (2, 4, 8, 16)  # frames before and after a cut compared, to tell a crossing object from one
 SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual transitions of up to about 30 frames
 DARK_LEVEL = 0.06  # mean brightness under which a frame is black (with compression noise)
 DARK = 0.25  # a gradual transition whose darkest frame keeps less than this of its ends' brightness is a fade
@@ -190,6 +191,7 @@ class _Frames:
         # a cut: the flow is noise there), takes the nearest trusted step's move instead: cameras move smoothly
         self.steps = [fits[min(trusted, key=lambda t: abs(t - k))][0] if trusted else m for k, (m, _) in
                       enumerate(fits)]
+        self.fits = [m for m, _ in fits]  # as fitted: a large object crossing a smooth scene can win the fit
         # the transform from frame 0 to frame t, so that frame i's to frame j's is totals[j]·totals[i]⁻¹
         self.totals = [np.eye(3)]
         for step in self.steps:
@@ -203,9 +205,9 @@ class _Frames:
                                                  method=cv2.RANSAC, ransacReprojThreshold=1.0)
         return (np.vstack([m, [0, 0, 1]]), float(inliers.mean())) if m is not None else (np.eye(3), 0.0)
 
-    def carried(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame i carried to frame j by the camera, and where it has content."""
-        m = (self.totals[j] @ np.linalg.inv(self.totals[i]))[:2]
+    def carried(self, i: int, j: int, move: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i carried to frame j by the camera (or by `move`, 3 × 3), and where it has content."""
+        m = (self.totals[j] @ np.linalg.inv(self.totals[i]) if move is None else move)[:2]
         h, w = self.grey[i].shape
         warped = cv2.warpAffine(self.grey[i], m, (w, h), flags=cv2.INTER_LINEAR)
         valid = cv2.warpAffine(np.ones((h, w), np.float32), m, (w, h), flags=cv2.INTER_NEAREST) > 0.5
@@ -220,18 +222,27 @@ class _Frames:
             return None
         return float(np.median(np.abs(self.grey[j] - carried)[self.inner][valid]))
 
-    def unrelated(self, i: int, j: int) -> float | None:
+    def unrelated(self, i: int, j: int, direct: bool = False) -> float | None:
         """How unlike two frames are once the camera's move is undone: 1 − their correlation in a 3 × 4 grid of
         blocks where both have content, the lower quartile over the blocks (about 1 for two shots, or a shot and
         black: every block changes; near 0 within one shot, whatever the gain between them, as through a fade, and
         whatever an object covers, up to a quarter of the blocks), or None where the move leaves too little overlap
-        to tell."""
-        carried, valid = self.carried(i, j)
+        to tell. Neighbouring frames are also compared under the move fitted to their own flow, and with `direct`
+        any two under the move fitted to the flow between them (one more flow), the lowest value kept: where a large
+        object crossing a smooth scene won the fits, the camera's move leaves the object's blocks unlike and the
+        object's move the scene's, and moves composed through such frames are wrong for both."""
+        moves = [None] + ([self.fits[i]] if j == i + 1 else []) + ([self._transform(self.grey[i], self.grey[j])[0]]
+                                                                  if direct else [])
+        values = [v for v in (self._unrelated(i, j, move) for move in moves) if v is not None]
+        return min(values) if values else None
+
+    def _unrelated(self, i: int, j: int, move: np.ndarray | None) -> float | None:
+        carried, valid = self.carried(i, j, move)
         valid, carried, target = valid[self.inner], carried[self.inner], self.grey[j][self.inner]
         if valid.mean() < 0.4:
             return None
         h, w = valid.shape
-        values, flat = [], 0
+        values = []
         for rows in np.array_split(np.arange(h), 3):
             for cols in np.array_split(np.arange(w), 4):
                 block = np.ix_(rows, cols)
@@ -241,7 +252,6 @@ class _Frames:
                 x, y = carried[block][ok], target[block][ok]
                 sx, sy = float(x.std()), float(y.std())
                 if min(sx, sy) < 0.004:  # a flat block (black) is like another flat one and unlike any other
-                    flat += 1
                     values.append(0.0 if max(sx, sy) < 0.004 else 1.0)
                     continue
                 values.append(1.0 - float(((x - x.mean()) * (y - y.mean())).mean()) / (sx * sy))
@@ -305,7 +315,9 @@ def _flash_frames(clip: _Frames, steps: list[float | None]) -> set[int]:
 
 def _is_cut(clip: _Frames, c: int, steps: list[float | None], flashes: set[int]) -> bool:
     """Frames c − 1 and c changed, and the shot before is unlike the one after (c + 1, c + 2 against c − 1): a
-    change that lasts. Inside a dissolve or fade consecutive frames stay alike."""
+    change that lasts; and no frame before it is like the one as far after it (AROUND): an object that crossed the
+    frame, covering more of it than `unrelated` looks past, has gone on both sides. Inside a dissolve or fade
+    consecutive frames stay alike."""
     around = max(clip.level[max(0, c - 6):c + 6])
     if min(clip.level[c - 1], clip.level[c]) < max(DARK_LEVEL, DARK * around) or _fading(clip, c):
         return False  # into or out of black: a fade, found (as a ramp, or a step if abrupt) with the gradual ones
@@ -315,8 +327,9 @@ def _is_cut(clip: _Frames, c: int, steps: list[float | None], flashes: set[int])
     neighbours = [v for v in (steps[c - 1], steps[c + 1] if c + 1 < len(steps) else None) if v is not None]
     if neighbours and steps[c] < ISOLATED * max(neighbours):
         return False  # a change at every frame: an object passing fast, a camera move the flow could not follow
-    later = [clip.unrelated(c - 1, j) for j in (c + 1, c + 2) if j < len(clip.grey) and j not in flashes]
-    return all(v is None or _changed(v, level) for v in later)
+    pairs = [(c - 1, c + 1), (c - 1, c + 2)] + [(c - 1 - span, c + span) for span in AROUND]
+    pairs = [(i, j) for i, j in pairs if 0 <= i and j < len(clip.grey) and i not in flashes and j not in flashes]
+    return all(v is None or _changed(v, level) for v in (clip.unrelated(i, j, direct=True) for i, j in pairs))
 
 
 def _fading(clip: _Frames, c: int) -> bool:
