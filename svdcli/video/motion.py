@@ -157,6 +157,7 @@ MIN_CHANGE = 0.08  # below this, never (compression and noise)
 SPIKE = 8.0  # and between the two, when this many times the level of the same comparison around it
 MIN_BLEND = 3  # frames: shorter blends (a soft cut) are left in the clips, whose frames they hardly change
 BLEND = 0.35  # a blend's frames differ from (1 − α)·A + α·B by under this share of |B − A|
+UNIFORM = 0.2  # and the blocks of a dissolve's middle frame have weights within this of α (the median of them)
 ISOLATED = 3.0  # a cut's change is this many times those of the frames before and after it
 AROUND = (2, 4, 8, 16)  # frames before and after a cut compared, to tell a crossing object from one
 SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual transitions of up to about 30 frames
@@ -241,21 +242,24 @@ class _Frames:
         valid, carried, target = valid[self.inner], carried[self.inner], self.grey[j][self.inner]
         if valid.mean() < 0.4:
             return None
-        h, w = valid.shape
         values = []
-        for rows in np.array_split(np.arange(h), 3):
-            for cols in np.array_split(np.arange(w), 4):
-                block = np.ix_(rows, cols)
-                ok = valid[block]
-                if ok.mean() < 0.5:
-                    continue
-                x, y = carried[block][ok], target[block][ok]
-                sx, sy = float(x.std()), float(y.std())
-                if min(sx, sy) < 0.004:  # a flat block (black) is like another flat one and unlike any other
-                    values.append(0.0 if max(sx, sy) < 0.004 else 1.0)
-                    continue
-                values.append(1.0 - float(((x - x.mean()) * (y - y.mean())).mean()) / (sx * sy))
+        for block in _grid(valid.shape):
+            ok = valid[block]
+            if ok.mean() < 0.5:
+                continue
+            x, y = carried[block][ok], target[block][ok]
+            sx, sy = float(x.std()), float(y.std())
+            if min(sx, sy) < 0.004:  # a flat block (black) is like another flat one and unlike any other
+                values.append(0.0 if max(sx, sy) < 0.004 else 1.0)
+                continue
+            values.append(1.0 - float(((x - x.mean()) * (y - y.mean())).mean()) / (sx * sy))
         return float(np.clip(np.quantile(values, 0.25), 0, 2)) if values else None
+
+
+def _grid(shape: tuple[int, int]) -> list[tuple]:
+    """The 3 × 4 grid of blocks that frames are compared in, as np.ix_ indices."""
+    return [np.ix_(rows, cols) for rows in np.array_split(np.arange(shape[0]), 3)
+            for cols in np.array_split(np.arange(shape[1]), 4)]
 
 
 def find_cuts(frames: np.ndarray, fps: float) -> list[Cut]:
@@ -352,7 +356,10 @@ def _gradual(clip: _Frames, start: int, end: int, flashes: set[int]) -> list[Cut
             if any(c.start <= b and a < c.end + 1 for c in found):
                 continue  # a transition already found (at a shorter span)
             if _changed(clip.unrelated(a, b), level):  # the same shot at both ends: a passing object, a flash
-                found += _fit(clip, a, b, flashes, start, end)
+                # where the bracket begins or ends inside the blend (wider spans lost the overlap to a fast move),
+                # the fit is tried again a span further out on each side, for the pure frames it needs
+                found += (_fit(clip, a, b, flashes, start, end)
+                          or _fit(clip, max(start, a - span), min(end - 1, b + span), flashes, start, end))
     return found
 
 
@@ -462,7 +469,9 @@ def _fit_ramp(clip: _Frames, a: int, b: int, flashes: set[int], kind: str) -> tu
 def _blended(clip: _Frames, first: int, last: int, kind: str) -> bool:
     """Whether the middle frames of [first, last) are the blends the ramp says, (1 − α)·A + α·B with shot A carried
     from frame first − 1 and B from frame last (black for a fade), where the two differ: an object passing, or a
-    flash, gives weights that rise from one end to the other without any frame being such a blend."""
+    flash, gives weights that rise from one end to the other without any frame being such a blend. A dissolve's
+    middle frame must also be one blend of the whole picture: in each block where the shots differ, the weight that
+    best mixes them into it is the ramp's (a large object crossing the frame matches in some blocks only)."""
     if last == first:
         return True  # a step: the cut test's business
     black = np.zeros_like(clip.grey[first])
@@ -478,6 +487,16 @@ def _blended(clip: _Frames, first: int, last: int, kind: str) -> bool:
         for valid in (valid_a, valid_b):
             mask &= True if valid is None else valid
         mask = mask[clip.inner]
+        if kind == "dissolve" and m == (first + last) // 2:
+            frame, a, b = (x[clip.inner] for x in (clip.grey[m], before, after))
+            weights = []
+            for block in _grid(mask.shape):
+                k = mask[block]
+                if k.mean() >= 0.3:  # least squares: frame ≈ a + w·(b − a) over the block's differing pixels
+                    d = (b[block] - a[block])[k]
+                    weights.append(float(((frame[block] - a[block])[k] * d).sum() / (d * d).sum()))
+            if len(weights) < 3 or float(np.median(np.abs(np.array(weights) - alpha))) > UNIFORM:
+                return False
         if mask.mean() < 0.05:
             continue
         miss = np.abs(clip.grey[m] - (1 - alpha) * before - alpha * after)[clip.inner][mask]
