@@ -164,6 +164,7 @@ SPANS = (2, 4, 8, 16, 32)  # frames between the compared frames, for gradual tra
 DARK_LEVEL = 0.06  # mean brightness under which a frame is black (with compression noise)
 DARK = 0.25  # a gradual transition whose darkest frame keeps less than this of its ends' brightness is a fade
 TRUSTED = 0.5  # share of the flow between neighbouring frames a camera move must explain to be taken as theirs
+FLASH = 0.15  # a frame this much brighter (mean, 0-1) than the one before it may be a flash, if the shot is back soon
 FLAT = 0.01  # a frame whose brightness varies less than this (standard deviation) has no texture for flow to follow
 
 
@@ -305,13 +306,18 @@ def _level(values: list[float | None], around: int, skip: int = 1) -> float:
 
 
 def _flash_frames(clip: _Frames, steps: list[float | None]) -> set[int]:
-    """Frames changed from the frame before them, after which (within three frames) the shot comes back."""
+    """Frames changed from the frame before them, in picture or (a flash that leaves the picture's pattern, which
+    `unrelated` does not see) by brightening more than FLASH, after which (within three frames) the shot comes back,
+    at its brightness where it was the brightness that changed."""
     n, out = len(clip.grey), set()
     for f in range(1, n - 1):
-        if not _changed(steps[f], _level(steps, f, 3)):
+        level = _level(steps, f, 3)
+        brighter = clip.level[f] - clip.level[f - 1] > FLASH
+        if not (brighter or _changed(steps[f], level)):
             continue
-        for k in range(1, 4):
-            if f + k < n and not _changed(clip.unrelated(f - 1, f + k), _level(steps, f, 3)):
+        for k in range(1, min(4, n - f)):
+            back = not brighter or abs(clip.level[f + k] - clip.level[f - 1]) < FLASH / 2
+            if back and not _changed(clip.unrelated(f - 1, f + k), level):
                 out.update(range(f, f + k))
                 break
     return out
