@@ -337,12 +337,25 @@ class Engine:
             raise ValueError("options.end needs the end keyframe fitted to the picture's size (prepare_end)")
         image = to_tensor(picture)
         end = to_tensor(end_picture) if options.end else image if options.loop else None
-        return self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
+        latents = self.pipe.sample(image, options.sampling(), seed, progress, end=end).cpu()
+        if self.pipe.guidance_split is not None:
+            self._leave_split()
+        return latents
+
+    def _leave_split(self) -> None:
+        """Both processes leave the group once sampled (rank 0 before it decodes): a process that exits with the
+        group open can abort in its teardown (gloo: "terminate called without an active exception"), and torchrun
+        then stops the other, losing the output. The barrier first: neither closes while the other still gathers."""
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        self.pipe.guidance_split = None
 
     def split_guidance(self) -> int:
         """Join the process group of torchrun's two processes (NCCL between GPUs, gloo on the CPU) and evaluate
-        one half of guidance in each from now on (pipeline.GuidanceSplit); returns this process's rank. Rank 0
-        runs the job as one process would; rank 1 only samples alongside it."""
+        one half of guidance in each for the next sampling (pipeline.GuidanceSplit; the group is left after it);
+        returns this process's rank. Rank 0 runs the job as one process would; rank 1 only samples alongside it."""
         import torch.distributed as dist
 
         from .pipeline import GuidanceSplit
